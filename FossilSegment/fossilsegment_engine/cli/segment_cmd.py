@@ -1,0 +1,117 @@
+"""``fossilsegment segment``: segment one scan and write a .seg.nrrd, a labelmap, STL meshes and/or a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..errors import FossilSegmentError
+from ._progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs a model."""
+    p.add_argument("--model", default=None, metavar="NAME|DIR",
+                   help="bundled model name or model folder (default: the bundled default model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: chosen for the device)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--min-island", type=int, default=64, metavar="VOXELS",
+                   help="remove connected pieces smaller than this (default 64); every larger piece is kept")
+    p.add_argument("--no-fill-holes", action="store_true", help="do not fill cavities enclosed inside bone")
+
+
+def parse_slices(text: str | None) -> tuple[int, int] | None:
+    """``"A:B"`` → (A, B), the half-open range of axial slices to segment."""
+    if not text:
+        return None
+    try:
+        start, stop = (int(v) for v in text.split(":"))
+    except ValueError as exc:
+        raise FossilSegmentError(f"--slices takes START:STOP (e.g. 10:200), got {text!r}") from exc
+    if start < 0 or stop <= start:
+        raise FossilSegmentError(f"--slices {text}: need 0 <= START < STOP")
+    return start, stop
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment fossil bone in a CT scan",
+                       description="Segment a CT/micro-CT scan slice by slice. INPUT: NRRD/NHDR, NIfTI, MHA/MHD, "
+                                   "a DICOM series folder, a folder of TIFF/PNG slices, a multipage TIFF or .npy.")
+    p.add_argument("input", type=Path, metavar="INPUT")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="OUT.seg.nrrd",
+                   help="Slicer segmentation file (default when no other output is given: INPUT name + .seg.nrrd "
+                        "in the current folder)")
+    p.add_argument("--labelmap", type=Path, default=None, metavar="OUT.nrrd",
+                   help="uint8 labelmap in the input's exact geometry (.nrrd, .nii.gz, .mha)")
+    p.add_argument("--stl", type=Path, default=None, metavar="DIR",
+                   help="folder for one STL mesh per segment, in mm, LPS coordinates (as Slicer writes them)")
+    p.add_argument("--overlay", type=Path, default=None, metavar="PNG", help="PNG montage of slices with outlines")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SI", "SJ", "SK"),
+                   help="voxel spacing in mm for image stacks without spacing metadata")
+    p.add_argument("--slices", default=None, metavar="START:STOP", help="segment only these axial slices")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def default_output(input_path: Path) -> Path:
+    """``scan.nii.gz`` → ``./scan.seg.nrrd``; a folder ``slices/`` → ``./slices.seg.nrrd``."""
+    name = input_path.resolve().name
+    for suffix in (".nii.gz", ".seg.nrrd", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd", ".tiff", ".tif", ".npy"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return Path.cwd() / f"{name}.seg.nrrd"
+
+
+def predict_options(args: argparse.Namespace) -> dict:
+    """Segmenter.predict keyword arguments from the shared model options."""
+    from ..inference.postprocess import PostprocessOptions
+
+    return {"postprocess": PostprocessOptions(min_island_voxels=args.min_island, fill_holes=not args.no_fill_holes)}
+
+
+def load_segmenter(args: argparse.Namespace):
+    """The Segmenter for ``--model/--device/--batch-size/--precision`` (loaded once)."""
+    from ..inference.segmenter import Segmenter
+
+    return Segmenter(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io.volume_io import read_volume
+    from ..pipeline import Outputs, segment_and_write
+
+    outputs = Outputs(seg_nrrd=args.output, labelmap=args.labelmap, stl_dir=args.stl, overlay_png=args.overlay,
+                      force=args.force)
+    if not outputs.requested():
+        outputs.seg_nrrd = default_output(args.input)
+    outputs.check()  # before the slow part
+    slice_range = parse_slices(args.slices)
+    volume = read_volume(args.input, spacing=args.spacing)
+    if slice_range and slice_range[1] > volume.shape[0]:
+        raise FossilSegmentError(f"--slices {args.slices}: the volume has {volume.shape[0]} slices")
+    segmenter = load_segmenter(args)
+    log.info("input %s: %s voxels (k, j, i), spacing %s mm; model %s on %s", args.input, volume.shape,
+             tuple(round(s, 6) for s in volume.spacing), segmenter.config.name, segmenter.device)
+    parameters = {"device": str(segmenter.device), "batch_size": args.batch_size, "precision": args.precision,
+                  "min_island_voxels": args.min_island, "fill_holes": not args.no_fill_holes,
+                  "slices": list(slice_range) if slice_range else None}
+    with progress_bar("segmenting") as progress:
+        record = segment_and_write(volume, segmenter, outputs, parameters, progress=progress,
+                                   slice_range=slice_range, **predict_options(args))
+    counts = record.segment_voxels()
+    voxel_mm3 = volume.spacing[0] * volume.spacing[1] * volume.spacing[2]
+    names = {c["value"]: c["name"] for c in segmenter.classes}
+    for value, n in counts.items():
+        print(f"{names.get(value, value)}: {n} voxels, {n * voxel_mm3:.4g} mm³")
+    if not counts:
+        print("no bone found")
+    for path in record.written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,1 @@
+"""Inference: load a model once, segment many volumes slice by slice."""

@@ -1,0 +1,94 @@
+"""Choosing the compute device and numeric precision.
+
+Precision ``"auto"``: bf16 autocast on CUDA (fp16 where the GPU lacks bf16); fp32 on CPU and MPS.
+bf16 autocast + channels_last is 2–3x faster on CPUs with bf16 matrix units, but its agreement with
+fp32 on a trained model is unchecked, so CPU uses it only when ``precision="bf16"`` is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import ContextManager
+
+import torch
+
+from ..errors import FossilSegmentError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_PRECISION_ALIASES = {
+    "auto": "auto", "fp32": "fp32", "float32": "fp32", "float": "fp32",
+    "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
+}
+
+
+class DeviceError(FossilSegmentError):
+    """A requested device or precision is unknown or not available on this computer."""
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def describe_devices() -> list[str]:
+    """Human-readable list of usable devices, e.g. ``["cpu (2 threads)", "cuda:0 NVIDIA H200 (139 GiB)"]``."""
+    found = [f"cpu ({torch.get_num_threads()} threads)"]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            found.append(f"cuda:{i} {props.name} ({props.total_memory / 2**30:.0f} GiB)")
+    if _mps_available():
+        found.append("mps (Apple GPU)")
+    return found
+
+
+def choose_device(requested: str | torch.device | None = "auto") -> torch.device:
+    """The torch device for ``requested``: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``/``gpu``,
+    ``cuda:N``/``gpu:N`` or ``mps``. Unknown or unavailable → :class:`DeviceError` listing what was found."""
+    text = "auto" if requested is None else str(requested).strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    m = re.fullmatch(r"(cpu|cuda|gpu|mps)(?::(\d+))?", text)
+    if m is None:
+        raise DeviceError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N, gpu or mps")
+    kind, index = m.group(1), m.group(2)
+    found = ", ".join(describe_devices())
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        if not _mps_available():
+            raise DeviceError(f"device {requested!r} requested but no Apple MPS GPU is available (found: {found})")
+        return torch.device("mps")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    i = int(index) if index is not None else 0
+    if n == 0:
+        raise DeviceError(f"device {requested!r} requested but no CUDA GPU is available (found: {found})")
+    if i >= n:
+        raise DeviceError(f"device {requested!r} requested but there is no CUDA GPU {i} (found: {found})")
+    return torch.device("cuda", i)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; ``None`` means plain fp32."""
+    name = _PRECISION_ALIASES.get(str(precision).strip().lower())
+    if name is None:
+        raise DeviceError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if name == "fp32":
+        return None
+    if name == "fp16" and device.type == "cpu":
+        raise DeviceError("precision fp16 is for GPUs; on CPU use bf16 or fp32")
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
+    """Autocast to ``dtype`` on ``device`` (a no-op context for fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

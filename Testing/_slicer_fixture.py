@@ -1,0 +1,45 @@
+"""A real MRML scene wired like the Slicer app, for tests that run on the ``slicer-core`` wheel.
+
+Use through a pytest fixture::
+
+    from _slicer_fixture import make_scene, close_scene
+
+The Colors, Volumes and Segmentations logics get the scene and one application logic, are
+registered under their module names, and ``slicer.mrmlScene`` points at the scene (as in the app).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_scene() -> Any:
+    """Create the scene and logics; return the scene (also set as ``slicer.mrmlScene``)."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    appLogic = slicer.vtkSlicerApplicationLogic()
+    appLogic.SetMRMLScene(scene)
+    logics = {
+        "Colors": slicer.vtkSlicerColorLogic(),
+        "Volumes": slicer.vtkSlicerVolumesLogic(),
+        "Segmentations": slicer.vtkSlicerSegmentationsModuleLogic(),
+    }
+    for name, logic in logics.items():
+        logic.SetMRMLApplicationLogic(appLogic)
+        logic.SetMRMLScene(scene)
+        appLogic.SetModuleLogic(name, logic)
+    logics["Colors"].AddDefaultColorNodes()
+    slicer.mrmlScene = scene
+    # Keep the logics alive as long as the scene.
+    scene._fossilsegment_keepalive = (appLogic, logics)  # type: ignore[attr-defined]
+    return scene
+
+
+def close_scene(scene: Any) -> None:
+    """Clear the scene and unset ``slicer.mrmlScene``."""
+    import slicer
+
+    scene.Clear(1)
+    if getattr(slicer, "mrmlScene", None) is scene:
+        slicer.mrmlScene = None
