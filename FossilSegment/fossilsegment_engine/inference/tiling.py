@@ -3,7 +3,7 @@
 Along each axis a slice no longer than the tile is padded (reflect, or replicate where reflect cannot
 reach) to the model's required multiple and predicted in one piece; a longer axis is covered by tiles
 of ``tile_size`` overlapping by at least ``tile_overlap``. Tile logits are weighted by a Gaussian
-(sigma = tile/8, as nnU-Net) so tile borders count little, summed and divided by the summed weights.
+(sigma = tile/8, as nnU-Net; separable) so tile borders count little, summed and divided by the summed weights.
 The model runs on the batch's device; the blended logits are accumulated on ``output_device``.
 """
 
@@ -42,13 +42,17 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def gaussian_window(height: int, width: int, device: torch.device | str = "cpu", sigma_scale: float = 1 / 8) -> torch.Tensor:
-    """``(height, width)`` float32 Gaussian weights, 1 at the centre, never below 1e-4."""
+    """``(height, width)`` float32 Gaussian weights, 1 at the centre, > 0 everywhere.
+
+    Separable; each axis factor is kept ≥ 1e-4 (never the product, which would equalise the weights of
+    overlapping tiles near the slice corners and let a tile's badly padded border win).
+    """
 
     def axis(n: int) -> torch.Tensor:
         x = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2
-        return torch.exp(-0.5 * (x / max(n * sigma_scale, 1e-6)) ** 2)
+        return torch.exp(-0.5 * (x / max(n * sigma_scale, 1e-6)) ** 2).clamp_(min=1e-4)
 
-    return torch.outer(axis(height), axis(width)).clamp_(min=1e-4)
+    return torch.outer(axis(height), axis(width))
 
 
 def _axis_plan(length: int, tile_size: int | None, multiple: int) -> tuple[int, int, int]:

@@ -227,7 +227,8 @@ def _validate_normalization(norm: Any) -> None:
     _check(isinstance(norm, dict), "normalization", "must be an object")
     extra = sorted(set(norm) - set(DEFAULT_NORMALIZATION))
     _check(not extra, "normalization", f"has unknown key(s) {', '.join(extra)}")
-    _check(norm.get("method") == "percentile", "normalization.method", f"must be 'percentile', got {norm.get('method')!r}")
+    _check(norm.get("method") == "percentile", "normalization.method",
+           f"must be 'percentile', got {norm.get('method')!r}")
     lo, hi = norm.get("low_percentile"), norm.get("high_percentile")
     _check(_is_number(lo) and _is_number(hi) and 0.0 <= lo < hi <= 100.0, "normalization",
            f"needs 0 <= low_percentile < high_percentile <= 100, got {lo!r}, {hi!r}")

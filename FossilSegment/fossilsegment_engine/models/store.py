@@ -181,7 +181,9 @@ def load_config(name_or_folder: str | Path | None = None) -> ModelConfig:
     return ModelConfig.load(resolve_model_dir(name_or_folder) / CONFIG_FILE)
 
 
-def load_model(name_or_folder: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
+def load_model(
+    name_or_folder: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelConfig]:
     """Load, verify and return ``(model in eval mode on device, config)``; any problem → ``ModelError``."""
     folder = resolve_model_dir(name_or_folder)
     config = ModelConfig.load(folder / CONFIG_FILE)

@@ -45,7 +45,7 @@ class SpecimenPaths:
 
 @dataclass
 class Specimen:
-    """A loaded specimen: the normalised scan (float32 in [0, 1]), its labels and its kept slices."""
+    """A loaded specimen: the normalised scan (float16 in [0, 1]), its labels and its kept slices."""
 
     paths: SpecimenPaths
     volume: Volume
@@ -118,13 +118,7 @@ def read_pair(paths: SpecimenPaths, n_classes: int) -> tuple[Volume, Volume]:
     from ..io.volume_io import read_labelmap, read_volume
 
     volume = read_volume(paths.volume)
-    labels = read_labelmap(paths.labels)
-    if not volume.same_geometry(labels, tol=1e-4):
-        raise InputError(
-            f"specimen {paths.folder}: labels geometry differs from the scan "
-            f"(shape {labels.shape} vs {volume.shape}, spacing {labels.spacing} vs {volume.spacing}, "
-            f"origin {labels.origin} vs {volume.origin})"
-        )
+    labels = read_labelmap(paths.labels, like=volume)  # geometry mismatch → InputError
     check_labels(labels.array, n_classes, f"specimen {paths.folder}")
     return volume, labels
 
@@ -133,7 +127,7 @@ def select_slices(image: np.ndarray, labels: np.ndarray, rng: np.random.Generato
     """Indices of the axial slices to train on (rule in the module docstring), sorted."""
     n_pix = labels.shape[1] * labels.shape[2]
     fg_frac = np.count_nonzero(labels.reshape(labels.shape[0], -1), axis=1) / n_pix
-    std = image.reshape(image.shape[0], -1).std(axis=1)
+    std = image.reshape(image.shape[0], -1).astype(np.float32).std(axis=1)
     foreground = np.flatnonzero(fg_frac >= FOREGROUND_MIN_FRACTION)
     empty = np.flatnonzero((fg_frac < FOREGROUND_MIN_FRACTION) & (std >= BLANK_MAX_STD))
     cap = int(np.ceil(EMPTY_SHARE / (1 - EMPTY_SHARE) * len(foreground))) if len(foreground) else len(empty)
@@ -148,7 +142,7 @@ def load_specimen(
     """Read, check and normalise one specimen (same normalisation as inference) and pick its slices."""
     volume, labels = read_pair(paths, n_classes)
     lo, hi = volume_intensity_range(volume.array, normalization)
-    image = apply_intensity_range(volume.array, lo, hi)
+    image = apply_intensity_range(volume.array, lo, hi).astype(np.float16)  # half the memory; ample for [0, 1]
     lab = np.ascontiguousarray(labels.array.astype(np.uint8))
     spec = Specimen(paths, volume, labels.with_array(lab), image, info=_read_info(paths.folder))
     spec.slices = select_slices(image, lab, rng)

@@ -1,0 +1,285 @@
+"""FossilSegmentLogic: MRML in, engine in the middle, MRML out. No Qt here (usable from tests and scripts).
+
+Three steps so a GUI can run the slow part off the main thread:
+``prepareInput`` (main thread, copies voxels) → ``runEngine`` (any thread, no MRML) →
+``applyResult`` (main thread, creates nodes). ``process`` chains them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from typing import Any, Callable, Optional
+
+import numpy as np
+import vtk
+import vtk.util.numpy_support
+
+import slicer
+from fossilsegment_engine.errors import InputError, OutputError
+from fossilsegment_engine.progress import CancelToken, ProgressCallback, check_cancelled
+from fossilsegment_engine.volume import Volume
+
+from .classes import SegmentClass, segmentClasses
+from .geometry import kRangeOfPoints, lpsGeometryFromIJKToRAS
+
+MODULE_NAME = "FossilSegment"
+#: ``factory(model, device, batchSize)`` → an object with ``.predict(...)`` and ``.classes`` (the engine's Segmenter).
+SegmenterFactory = Callable[[Optional[str], str, Optional[int]], Any]
+
+
+def defaultSegmenterFactory(model: Optional[str], device: str, batchSize: Optional[int]) -> Any:
+    """The engine's Segmenter (imports torch on first use only)."""
+    from fossilsegment_engine.inference.segmenter import Segmenter
+
+    return Segmenter(model, device=device, batch_size=batchSize)
+
+
+def _ijkToRAS(volumeNode) -> np.ndarray:
+    m = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(m)
+    return slicer.util.arrayFromVTKMatrix(m)
+
+
+class FossilSegmentLogic:
+    """Segment fossil bone in a scalar volume node into a segmentation node."""
+
+    def __init__(self, segmenterFactory: Optional[SegmenterFactory] = None) -> None:
+        self.segmenterFactory = segmenterFactory or defaultSegmenterFactory
+        self._segmenters: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+        self.lastClasses: list[SegmentClass] = []
+
+    # ------------------------------------------------------------------ parameters (app only)
+    def getParameterNode(self):
+        """The module's singleton parameter node, wrapped (needs the Slicer app)."""
+        from .parameters import FossilSegmentParameterNode
+
+        scene = slicer.mrmlScene
+        node = scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        if not node:
+            node = scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(MODULE_NAME)
+            node.SetName(scene.GenerateUniqueName(MODULE_NAME))
+            node = scene.AddNode(node)
+        node.SetAttribute("ModuleName", MODULE_NAME)
+        return FossilSegmentParameterNode(node)
+
+    # ------------------------------------------------------------------ model
+    def getSegmenter(self, model: Optional[str] = None, device: str = "auto", batchSize: Optional[int] = None,
+                     segmenterFactory: Optional[SegmenterFactory] = None) -> Any:
+        """Load a model once and keep it, keyed by (model, device, batch size, factory)."""
+        factory = segmenterFactory or self.segmenterFactory
+        key = (str(model) if model else None, device or "auto", batchSize, factory)
+        with self._lock:
+            if key not in self._segmenters:
+                self._segmenters.clear()  # one model in memory at a time
+                self._segmenters[key] = factory(key[0], key[1], batchSize)
+            return self._segmenters[key]
+
+    def modelClasses(self, **segmenterArgs: Any) -> list[SegmentClass]:
+        """Non-background classes of the model (loads it if needed)."""
+        return segmentClasses(self.getSegmenter(**segmenterArgs).classes)
+
+    # ------------------------------------------------------------------ step 1 (main thread)
+    def prepareInput(self, volumeNode) -> Volume:
+        """A copy of the node's voxels ``[k, j, i]`` with its exact geometry in LPS."""
+        if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.GetImageData() is None:
+            raise InputError("select a scalar volume with image data as input")
+        if volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise InputError(f"'{volumeNode.GetName()}' is a labelmap; select the CT scan")
+        if volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
+            raise InputError(f"'{volumeNode.GetName()}' has several components; a single-channel CT is needed")
+        array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+        spacing, origin, direction = lpsGeometryFromIJKToRAS(_ijkToRAS(volumeNode))
+        return Volume(array, spacing, origin, direction, meta={"name": volumeNode.GetName()})
+
+    def sliceRangeFromROI(self, volumeNode, roiNode) -> tuple[int, int]:
+        """Half-open K range of the volume covered by a markups ROI (its 8 corners, in RAS)."""
+        bounds = [0.0] * 6
+        roiNode.GetRASBounds(bounds)
+        corners = np.array([[x, y, z] for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]])
+        rasToIJK = vtk.vtkMatrix4x4()
+        volumeNode.GetRASToIJKMatrix(rasToIJK)
+        if volumeNode.GetParentTransformNode():
+            worldToLocal = vtk.vtkMatrix4x4()
+            if not volumeNode.GetParentTransformNode().GetMatrixTransformFromWorld(worldToLocal):
+                raise InputError("the input volume is under a non-linear transform; use a slice range instead of an ROI")
+            vtk.vtkMatrix4x4.Multiply4x4(rasToIJK, worldToLocal, rasToIJK)
+        dims = volumeNode.GetImageData().GetDimensions()
+        try:
+            return kRangeOfPoints(slicer.util.arrayFromVTKMatrix(rasToIJK), corners, dims[2])
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+
+    # ------------------------------------------------------------------ step 2 (any thread, no MRML)
+    def runEngine(self, volume: Volume, model: Optional[str] = None, device: str = "auto",
+                  batchSize: Optional[int] = None, minIslandVoxels: int = 64, fillHoles: bool = True,
+                  sliceRange: Optional[tuple[int, int]] = None, progress: Optional[ProgressCallback] = None,
+                  cancel: Optional[CancelToken] = None,
+                  segmenterFactory: Optional[SegmenterFactory] = None) -> Volume:
+        """The engine's uint8 labelmap for ``volume`` (same geometry). Raises ``Cancelled`` when cancelled."""
+        from fossilsegment_engine.inference.postprocess import PostprocessOptions
+
+        segmenter = self.getSegmenter(model, device, batchSize, segmenterFactory)
+        self.lastClasses = segmentClasses(segmenter.classes)
+        options = PostprocessOptions(min_island_voxels=int(minIslandVoxels), fill_holes=bool(fillHoles))
+        labelmap = segmenter.predict(volume, progress=progress, cancel=cancel,
+                                     slice_range=tuple(sliceRange) if sliceRange else None, postprocess=options)
+        check_cancelled(cancel)
+        return labelmap
+
+    # ------------------------------------------------------------------ step 3 (main thread)
+    @staticmethod
+    def conflictingSegmentNames(segmentationNode, names: list[str]) -> list[str]:
+        """Names among ``names`` that already are segments of ``segmentationNode``."""
+        if segmentationNode is None:
+            return []
+        segmentation = segmentationNode.GetSegmentation()
+        return [n for n in names if segmentation.GetSegmentIdBySegmentName(n)]
+
+    def applyResult(self, labelmap: Volume, inputVolume, outputSegmentation=None,
+                    classes: Optional[list[SegmentClass]] = None, overwrite: bool = False):
+        """Put the labelmap into a segmentation node (a new one by default), one segment per class.
+
+        Segments named like the model's classes that already exist are replaced only with
+        ``overwrite=True``; otherwise ``OutputError`` and nothing changes.
+        """
+        classes = list(classes if classes is not None else self.lastClasses)
+        if not classes:
+            raise InputError("the model defines no non-background class")
+        dims = inputVolume.GetImageData().GetDimensions()
+        if tuple(labelmap.array.shape) != (dims[2], dims[1], dims[0]):
+            raise InputError(f"labelmap shape {labelmap.array.shape} differs from the volume's {dims[::-1]}")
+        conflicts = self.conflictingSegmentNames(outputSegmentation, [c.name for c in classes])
+        if conflicts and not overwrite:
+            raise OutputError(f"segmentation '{outputSegmentation.GetName()}' already has segment(s) "
+                              f"{', '.join(conflicts)}; choose another output or allow replacing them")
+        if outputSegmentation is not None and outputSegmentation.GetSegmentation().GetSourceRepresentationName() \
+                != slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName():
+            raise OutputError(f"segmentation '{outputSegmentation.GetName()}' is not stored as a binary labelmap")
+
+        segNode = outputSegmentation
+        if segNode is None:
+            scene = inputVolume.GetScene()
+            segNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                              scene.GenerateUniqueName(f"{inputVolume.GetName()} fossil"))
+            segNode.CreateDefaultDisplayNodes()
+            segNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+        segmentation = segNode.GetSegmentation()
+        if segmentation.GetNumberOfSegments() == 0:
+            segNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+
+        ids = vtk.vtkStringArray()
+        with slicer.util.NodeModify(segNode):
+            for c in classes:
+                segmentId = segmentation.GetSegmentIdBySegmentName(c.name)
+                if segmentId:
+                    segmentation.RemoveSegment(segmentId)
+                ids.InsertNextValue(segmentation.AddEmptySegment(segmentId or "", c.name, list(c.color)))
+            image = self._orientedLabelmap(labelmap.array, classes, _ijkToRAS(inputVolume))
+            transform = self._volumeToSegmentationTransform(inputVolume, segNode)
+            ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, segNode, ids,
+                                                                                           transform)
+        if not ok:
+            raise OutputError("Slicer could not import the labelmap into the segmentation")
+        return segNode
+
+    @staticmethod
+    def _orientedLabelmap(array: np.ndarray, classes: list[SegmentClass], ijkToRAS: np.ndarray):
+        """vtkOrientedImageData with label ``n`` for the n-th class (1-based), in the volume's IJK-to-RAS."""
+        remapped = np.zeros(array.shape, dtype=np.uint8)
+        for index, c in enumerate(classes, start=1):
+            remapped[array == c.value] = index
+        image = slicer.vtkOrientedImageData()
+        image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+        scalars = vtk.util.numpy_support.numpy_to_vtk(remapped.ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
+        image.GetPointData().SetScalars(scalars)
+        image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(ijkToRAS))
+        return image
+
+    @staticmethod
+    def _volumeToSegmentationTransform(volumeNode, segNode):
+        """General transform from the volume's to the segmentation's coordinates, or None when they match."""
+        source, target = volumeNode.GetParentTransformNode(), segNode.GetParentTransformNode()
+        if source is target:
+            return None
+        transform = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(source, target, transform)
+        return transform
+
+    # ------------------------------------------------------------------ all steps
+    def process(self, inputVolume, outputSegmentation=None, model: Optional[str] = None, device: str = "auto",
+                batchSize: Optional[int] = None, minIslandVoxels: int = 64, fillHoles: bool = True,
+                sliceRange: Optional[tuple[int, int]] = None, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancelToken] = None, segmenterFactory: Optional[SegmenterFactory] = None,
+                overwrite: bool = False):
+        """Segment ``inputVolume``; return the segmentation node. On cancel or error the scene is unchanged."""
+        segmenterArgs = dict(model=model, device=device, batchSize=batchSize, segmenterFactory=segmenterFactory)
+        classes = self.modelClasses(**segmenterArgs)
+        conflicts = self.conflictingSegmentNames(outputSegmentation, [c.name for c in classes])
+        if conflicts and not overwrite:  # fail before the slow part
+            raise OutputError(f"segmentation '{outputSegmentation.GetName()}' already has segment(s) "
+                              f"{', '.join(conflicts)}; choose another output or allow replacing them")
+        volume = self.prepareInput(inputVolume)
+        labelmap = self.runEngine(volume, minIslandVoxels=minIslandVoxels, fillHoles=fillHoles,
+                                  sliceRange=sliceRange, progress=progress, cancel=cancel, **segmenterArgs)
+        return self.applyResult(labelmap, inputVolume, outputSegmentation, classes, overwrite)
+
+    # ------------------------------------------------------------------ results
+    @staticmethod
+    def showIn3D(segmentationNode) -> None:
+        """Build the closed-surface representation so the segments show in 3D views."""
+        segmentationNode.CreateClosedSurfaceRepresentation()
+        display = segmentationNode.GetDisplayNode()
+        if display is not None:
+            display.SetVisibility3D(True)
+
+    @staticmethod
+    def exportStl(segmentationNode, folder: str) -> list[str]:
+        """One closed STL per non-empty segment (LPS, mm) into ``folder`` (created). Never overwrites:
+        a taken name gets a numbered suffix. Returns the written paths."""
+        if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
+            raise InputError("select a segmentation with at least one segment to export")
+        segmentationNode.CreateClosedSurfaceRepresentation()
+        ids = vtk.vtkStringArray()
+        for segmentId in segmentationNode.GetSegmentation().GetSegmentIDs():
+            surface = segmentationNode.GetClosedSurfaceInternalRepresentation(segmentId)
+            if surface is not None and surface.GetNumberOfPoints() > 0:
+                ids.InsertNextValue(segmentId)
+        if ids.GetNumberOfValues() == 0:
+            raise InputError("every segment is empty; nothing to export")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".fossilsegment-stl-", dir=folder)
+        except OSError as exc:
+            raise OutputError(f"cannot write to {folder}: {exc}") from exc
+        written = []
+        try:
+            ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
+                staging, segmentationNode, ids, "STL", True, 1.0, False)
+            names = sorted(os.listdir(staging))
+            if not ok or len(names) != ids.GetNumberOfValues():
+                raise OutputError(f"Slicer could not write the STL files to {folder}")
+            for name in names:
+                target = _freePath(os.path.join(folder, name))
+                os.replace(os.path.join(staging, name), target)  # same folder: atomic; target checked free
+                written.append(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        logging.info("FossilSegment: wrote %s", ", ".join(written))
+        return written
+
+
+def _freePath(path: str) -> str:
+    """``path`` or, when taken, ``stem_1.stl``, ``stem_2.stl``…"""
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 0
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{stem}_{n}{ext}"
+    return candidate

@@ -1,0 +1,356 @@
+"""The module panel: Qt only, thin. All computation is in :mod:`.logic`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+
+import qt
+import vtk
+
+import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+from .logic import FossilSegmentLogic
+
+POLL_MS = 100
+
+
+class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Auto-segment fossil: pick a scan, press Apply, then edit in Segment Editor and export STL."""
+
+    def __init__(self, parent=None, logic: FossilSegmentLogic | None = None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = logic
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None  # dict while a segmentation runs
+        self._timer = None
+        self.lastSegmentation = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FossilSegment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        if self.logic is None:
+            self.logic = FossilSegmentLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModelFolder)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.installButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onEditInSegmentEditor)
+        self.ui.show3DButton.connect("clicked(bool)", self.onShow3D)
+        self.ui.exportStlButton.connect("clicked(bool)", self.onExportStl)
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.connect("timeout()", self._pollWorker)
+        self.ui.progressBar.setVisible(False)
+        self._fillModelAndDeviceCombos()
+        self.initializeParameterNode()
+
+    def _fillModelAndDeviceCombos(self) -> None:
+        from . import dependencies
+
+        self.ui.modelComboBox.clear()
+        self.ui.deviceComboBox.clear()
+        self.ui.deviceComboBox.addItem("auto (GPU if available)", "auto")
+        missing = dependencies.missingPackages()
+        self.ui.installButton.setVisible(bool(missing))
+        if missing:
+            self.ui.statusLabel.text = f"Missing Python packages: {', '.join(missing)}. Press 'Install dependencies'."
+            self.ui.modelComboBox.addItem("default model", "")
+            return
+        from fossilsegment_engine.inference.device import describe_devices
+        from fossilsegment_engine.models.store import DEFAULT_MODEL, bundled_models
+
+        for name in bundled_models():
+            self.ui.modelComboBox.addItem(name + (" (default)" if name == DEFAULT_MODEL else ""), name)
+        if self.ui.modelComboBox.count == 0:
+            self.ui.modelComboBox.addItem("default model", "")
+        for description in describe_devices():
+            self.ui.deviceComboBox.addItem(description, description.split()[0])
+
+    def cleanup(self) -> None:
+        self._cancelJob(wait=True)
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancelJob(wait=True)
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onReload(self) -> None:
+        """Reload the FossilSegmentLib files too (Slicer reloads only FossilSegment.py)."""
+        for name in ("classes", "geometry", "dependencies", "logic", "widget", "tests"):
+            module = importlib.import_module(f"FossilSegmentLib.{name}")
+            importlib.reload(module)
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    # ------------------------------------------------------------------ parameter node
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            # Widgets with the "SlicerParameterName" property in the .ui are bound here.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+            self._updateGui()
+
+    def _updateGui(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if not p:
+            return
+        self._selectComboData(self.ui.modelComboBox, p.model)
+        self._selectComboData(self.ui.deviceComboBox, p.device)
+        running = self._job is not None
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.enabled = running or bool(p.inputVolume)
+        self.ui.applyButton.toolTip = ("Stop the segmentation" if running else
+                                       "Segment the input volume" if p.inputVolume else "Select an input volume")
+        for w in (self.ui.inputSelector, self.ui.outputSelector, self.ui.optionsCollapsibleButton,
+                  self.ui.modelComboBox, self.ui.loadModelButton, self.ui.deviceComboBox):
+            w.enabled = not running
+        self.ui.sliceStartSpinBox.enabled = self.ui.sliceStopSpinBox.enabled = p.useSliceRange
+        hasResult = bool(p.outputSegmentation) and not running
+        for w in (self.ui.editInSegmentEditorButton, self.ui.show3DButton, self.ui.exportStlButton):
+            w.enabled = hasResult
+
+    @staticmethod
+    def _selectComboData(combo, data: str) -> None:
+        index = combo.findData(data)
+        if index < 0 and data and os.path.isdir(data):  # a model folder saved in the scene
+            combo.addItem(os.path.basename(os.path.normpath(data)) + " (folder)", data)
+            index = combo.findData(data)
+        if index >= 0 and combo.currentIndex != index:
+            combo.currentIndex = index
+
+    def onModelChanged(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.model = self.ui.modelComboBox.itemData(index) or ""
+            self.ui.modelInfoLabel.text = ""
+
+    def onDeviceChanged(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.device = self.ui.deviceComboBox.itemData(index) or "auto"
+
+    def onLoadModelFolder(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, "Model folder (config.json + model.safetensors)")
+        if not folder:
+            return
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            slicer.util.errorDisplay(f"{folder} has no config.json: it is not a FossilSegment model folder.")
+            return
+        self._selectComboData(self.ui.modelComboBox, folder)
+        self._parameterNode.model = folder
+
+    def onInstallDependencies(self) -> None:
+        from . import dependencies
+
+        with slicer.util.tryWithErrorDisplay("Failed to install the Python packages.", waitCursor=True):
+            dependencies.installMissing()
+            self._fillModelAndDeviceCombos()
+            self._updateGui()
+
+    # ------------------------------------------------------------------ run
+    def onApplyButton(self) -> None:
+        if self._job is not None:
+            self._cancelJob(wait=False)
+            self.ui.statusLabel.text = "Cancelling…"
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+            self._startJob()
+
+    def _startJob(self) -> None:
+        from . import dependencies
+
+        if dependencies.missingPackages():
+            if not slicer.util.confirmOkCancelDisplay("FossilSegment needs PyTorch and a few Python packages. "
+                                                      "Install them now? This can take several minutes."):
+                return
+            dependencies.installMissing()
+            self._fillModelAndDeviceCombos()
+        p = self._parameterNode
+        args = dict(model=p.model or None, device=p.device or "auto", batchSize=p.batchSize or None)
+        self.ui.statusLabel.text = "Loading the model…"
+        slicer.app.processEvents()
+        classes = self.logic.modelClasses(**args)  # loads the model once, on the main thread
+        segmenter = self.logic.getSegmenter(**args)
+        contextSlices = getattr(getattr(segmenter, "config", None), "context_slices", None)
+        if contextSlices:
+            self.ui.modelInfoLabel.text = f"Model uses {contextSlices} neighbouring slice(s) as context."
+        overwrite = False
+        conflicts = self.logic.conflictingSegmentNames(p.outputSegmentation, [c.name for c in classes])
+        if conflicts:
+            if not slicer.util.confirmYesNoDisplay(
+                    f"'{p.outputSegmentation.GetName()}' already has segment(s) {', '.join(conflicts)}. Replace them?"):
+                self.ui.statusLabel.text = "Not started: choose another output segmentation."
+                return
+            overwrite = True
+        sliceRange = None
+        if p.roi:
+            sliceRange = self.logic.sliceRangeFromROI(p.inputVolume, p.roi)
+        elif p.useSliceRange:
+            sliceRange = (p.sliceStart, p.sliceStop)
+        volume = self.logic.prepareInput(p.inputVolume)
+        args.update(minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles, sliceRange=sliceRange)
+        job = dict(inputVolume=p.inputVolume, outputSegmentation=p.outputSegmentation, classes=classes,
+                   overwrite=overwrite, queue=queue.Queue(), cancel=threading.Event(), start=time.monotonic())
+        # A Python thread, not a subprocess: torch releases the GIL inside its kernels so Slicer stays
+        # responsive; the volume is handed over as a numpy array without serialising gigabytes; the model
+        # stays loaded between runs. The worker never touches Qt or MRML: it only puts messages on a queue
+        # that a QTimer drains on the main thread.
+        job["thread"] = threading.Thread(target=self._work, args=(job, volume, args), daemon=True,
+                                         name="FossilSegment inference")
+        self._job = job
+        self.ui.progressBar.setVisible(True)
+        self.ui.progressBar.setValue(0)
+        self.ui.statusLabel.text = "Segmenting…"
+        self._updateGui()
+        job["thread"].start()
+        self._timer.start()
+
+    def _work(self, job: dict, volume, args: dict) -> None:
+        """Worker thread: run the engine, report through the queue. No Qt, no MRML here."""
+        from fossilsegment_engine.errors import Cancelled
+
+        q = job["queue"]
+        try:
+            labelmap = self.logic.runEngine(volume, progress=lambda done, total: q.put(("progress", done, total)),
+                                            cancel=job["cancel"], **args)
+            q.put(("done", labelmap))
+        except Cancelled:
+            q.put(("cancelled",))
+        except Exception as exc:  # reported on the main thread with its traceback
+            q.put(("error", exc, traceback.format_exc()))
+
+    def _pollWorker(self) -> None:
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        while True:
+            try:
+                message = job["queue"].get_nowait()
+            except queue.Empty:
+                return
+            if message[0] == "progress":
+                self._showProgress(job, *message[1:])
+            else:
+                self._finishJob(job, message)
+                return
+
+    def _showProgress(self, job: dict, done: int, total: int) -> None:
+        self.ui.progressBar.setMaximum(max(total, 1))
+        self.ui.progressBar.setValue(done)
+        elapsed = time.monotonic() - job["start"]
+        left = elapsed / done * (total - done) if done else 0.0
+        self.ui.statusLabel.text = f"Segmenting: {done}/{total} slices, about {left:.0f} s left"
+
+    def _finishJob(self, job: dict, message: tuple) -> None:
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.setVisible(False)
+        try:
+            self._reportResult(job, message)
+        finally:
+            self._updateGui()
+
+    def _reportResult(self, job: dict, message: tuple) -> None:
+        kind = message[0]
+        if kind == "cancelled" or job["cancel"].is_set():
+            self.ui.statusLabel.text = "Cancelled: nothing was changed."
+        elif kind == "error":
+            self.ui.statusLabel.text = f"Failed: {message[1]}"
+            logging.error(message[2])
+            if not slicer.app.testingEnabled():
+                slicer.util.errorDisplay(f"Segmentation failed.\n\n{message[1]}", detailedText=message[2])
+        else:
+            with slicer.util.tryWithErrorDisplay("Failed to create the segmentation."):
+                segNode = self.logic.applyResult(message[1], job["inputVolume"], job["outputSegmentation"],
+                                                 job["classes"], job["overwrite"])
+                self.lastSegmentation = segNode
+                if self._parameterNode:
+                    self._parameterNode.outputSegmentation = segNode
+                seconds = time.monotonic() - job["start"]
+                self.ui.statusLabel.text = (f"Done in {seconds:.0f} s: '{segNode.GetName()}'. "
+                                            "Check it in Segment Editor, then export STL.")
+
+    def _cancelJob(self, wait: bool) -> None:
+        job = self._job
+        if job is None:
+            return
+        job["cancel"].set()
+        if wait:
+            job["thread"].join(timeout=30)
+            self._finishJob(job, ("cancelled",))
+
+    def isRunning(self) -> bool:
+        """True while a segmentation runs (for tests and scripts)."""
+        return self._job is not None
+
+    # ------------------------------------------------------------------ results
+    def _resultSegmentation(self):
+        return self._parameterNode.outputSegmentation if self._parameterNode else None
+
+    def onEditInSegmentEditor(self) -> None:
+        segNode, volume = self._resultSegmentation(), self._parameterNode.inputVolume
+        with slicer.util.tryWithErrorDisplay("Failed to open Segment Editor."):
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.util.getModuleWidget("SegmentEditor").editor
+            editor.setSegmentationNode(segNode)
+            if volume:
+                editor.setSourceVolumeNode(volume)
+
+    def onShow3D(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to show the segmentation in 3D.", waitCursor=True):
+            self.logic.showIn3D(self._resultSegmentation())
+
+    def onExportStl(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, "Folder for the STL files")
+        if folder:
+            self.exportStlTo(folder)
+
+    def exportStlTo(self, folder: str) -> list[str]:
+        """Export the current segmentation's segments as STL into ``folder``; show what was written."""
+        paths: list[str] = []
+        with slicer.util.tryWithErrorDisplay("Failed to export STL.", waitCursor=True):
+            paths = self.logic.exportStl(self._resultSegmentation(), folder)
+            self.ui.statusLabel.text = f"Wrote {len(paths)} STL file(s) to {folder}"
+        return paths
