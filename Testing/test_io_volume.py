@@ -119,3 +119,31 @@ def test_real_micro_ct_stack() -> None:
     last = tifffile.imread(REAL_STACK / "3155_D_4_bc_0199.tif")
     np.testing.assert_array_equal(vol.array[0], first)
     np.testing.assert_array_equal(vol.array[-1], last)
+
+
+def test_dicom_file_path_reads_its_series(tmp_path: Path) -> None:
+    vol = oblique_volume((4, 6, 5))
+    write_dicom_series(vol, tmp_path, "1.2.826.0.1.3680043.2.1125.78.1")
+    one_file = sorted(tmp_path.iterdir())[0].rename(tmp_path / "first.dcm")
+    back = read_volume(one_file)
+    np.testing.assert_array_equal(back.array, vol.array)
+
+
+def test_spacing_argument_overrides_stored_spacing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_volume(oblique_volume(), tmp_path / "v.nrrd")
+    with caplog.at_level(logging.WARNING):
+        back = read_volume(path, spacing=(1, 1, 2))
+    assert back.spacing == (1.0, 1.0, 2.0) and back.origin == ORIGIN
+    assert "overriding" in caplog.text
+
+
+def test_labelmap_without_geometry_takes_the_reference_geometry(tmp_path: Path) -> None:
+    from fossilsegment_engine.io import read_labelmap
+
+    vol = oblique_volume()
+    np.save(tmp_path / "labels.npy", (vol.array > 2000).astype(np.int64))
+    labels = read_labelmap(tmp_path / "labels.npy", like=vol)
+    assert labels.same_geometry(vol)
+    np.testing.assert_array_equal(labels.array, vol.array > 2000)
+    empty = write_volume(vol.with_array(np.zeros(vol.shape, np.uint8)), tmp_path / "empty.nrrd")
+    assert read_labelmap(empty, like=vol).array.max() == 0  # an all-background labelmap is valid

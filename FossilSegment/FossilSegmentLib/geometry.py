@@ -34,12 +34,15 @@ def ijkToRASFromLpsGeometry(spacing, origin, direction) -> np.ndarray:
     return RAS_TO_LPS @ m
 
 
-def kRangeOfPoints(rasToIJK: np.ndarray, pointsRAS: np.ndarray, slices: int) -> tuple[int, int]:
-    """Half-open range of K slices ``(start, stop)`` covering RAS points, clipped to ``[0, slices)``."""
+def kRangeOfPoints(rasToIJK: np.ndarray, pointsRAS: np.ndarray, dims: tuple[int, int, int]) -> tuple[int, int]:
+    """Half-open range of K slices ``(start, stop)`` covered by RAS points, clipped to the volume.
+
+    ``dims`` is ``(ni, nj, nk)``; points whose box misses the volume on any axis → ``ValueError``.
+    """
     pts = np.c_[np.asarray(pointsRAS, dtype=float), np.ones(len(pointsRAS))]
-    k = (np.asarray(rasToIJK, dtype=float) @ pts.T)[2]
-    start = max(0, int(np.floor(k.min() + 0.5)))
-    stop = min(slices, int(np.floor(k.max() + 0.5)) + 1)
-    if stop <= start:
-        raise ValueError("the region of interest does not overlap the volume's slices")
-    return start, stop
+    ijk = (np.asarray(rasToIJK, dtype=float) @ pts.T)[:3]
+    lo = np.maximum(0, np.floor(ijk.min(axis=1) + 0.5)).astype(int)
+    hi = np.minimum(np.asarray(dims), np.floor(ijk.max(axis=1) + 0.5) + 1).astype(int)
+    if np.any(hi <= lo):
+        raise ValueError("the region of interest does not overlap the volume")
+    return int(lo[2]), int(hi[2])

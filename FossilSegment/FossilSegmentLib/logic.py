@@ -112,7 +112,7 @@ class FossilSegmentLogic:
             vtk.vtkMatrix4x4.Multiply4x4(rasToIJK, worldToLocal, rasToIJK)
         dims = volumeNode.GetImageData().GetDimensions()
         try:
-            return kRangeOfPoints(slicer.util.arrayFromVTKMatrix(rasToIJK), corners, dims[2])
+            return kRangeOfPoints(slicer.util.arrayFromVTKMatrix(rasToIJK), corners, dims)
         except ValueError as exc:
             raise InputError(str(exc)) from exc
 

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 import tifffile
 
 from ..errors import InputError
-from .validate import check_components, check_shape
+from .validate import check_components, check_shape, short_itk_reason
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,20 @@ class _SliceInfo:
     components: int
 
 
+def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
+    """Refuse a file cut short: the first page's (or contiguous series') pixel data must lie inside it."""
+    page, series, size = tif.pages.first, tif.series[0], tif.filehandle.size
+    ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts)]
+    if series.dataoffset is not None:
+        ends.append(int(series.dataoffset) + int(series.nbytes))
+    if ends and max(ends) > size:
+        raise InputError(f"cannot read {path}: the file is truncated ({size} bytes; its image data needs {max(ends)})")
+
+
 def _tiff_info(path: Path) -> tuple[_SliceInfo, Spacing3]:
     try:
         with tifffile.TiffFile(path) as tif:
+            _check_complete(tif, path)
             series = tif.series[0]
             info = _SliceInfo(tuple(series.shape), str(series.dtype), 1)
             spacing = tiff_spacing(tif)
@@ -137,13 +148,6 @@ def _png_info(path: Path) -> tuple[_SliceInfo, Spacing3]:
     info = _SliceInfo(shape, sitk.GetPixelIDValueAsString(reader.GetPixelID()), reader.GetNumberOfComponents())
     sx, sy = reader.GetSpacing()[:2]
     return info, ((sx, sy, None) if (sx, sy) != (1.0, 1.0) else (None, None, None))
-
-
-def short_itk_reason(exc: Exception) -> str:
-    """The useful last line of a long ITK exception message."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    reason = lines[-1] if lines else type(exc).__name__
-    return re.sub(r"^(itk::ERROR: *)?(\w+\(0x[0-9a-f]+\): *)?", "", reason)
 
 
 def read_slice_folder(folder: Path, spacing: Optional[Sequence[float]] = None) -> tuple[np.ndarray, tuple[float, float, float], str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..errors import InputError
@@ -60,3 +62,10 @@ def validate_array(array: np.ndarray, source: str, allow_constant: bool = False)
     """Shape then value checks for an array indexed ``[k, j, i]`` (components already handled)."""
     check_shape(tuple(array.shape), source)
     check_values(array, source, allow_constant=allow_constant)
+
+
+def short_itk_reason(exc: Exception) -> str:
+    """The useful last line of a long ITK exception message."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    return re.sub(r"^(itk::ERROR: *)?(\w+\(0x[0-9a-f]+\): *)?", "", reason)

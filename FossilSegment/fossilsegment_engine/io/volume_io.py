@@ -24,14 +24,13 @@ from .tiff_stack import (
     read_multipage_tiff,
     read_slice_folder,
     resolve_spacing,
-    short_itk_reason,
 )
-from .validate import check_components, check_shape, validate_array
+from .validate import check_components, check_shape, short_itk_reason, validate_array
 
 log = logging.getLogger(__name__)
 
 #: Output formats by file-name ending (all written compressed).
-WRITE_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii", ".mha")
+WRITE_SUFFIXES = (".nrrd", ".nii.gz", ".nii", ".mha")
 #: Formats that carry no origin/direction (a labelmap in one of them may take its reference's geometry).
 GEOMETRY_FREE_FORMATS = ("npy", "tiff-slices", "png-slices", "tiff-multipage")
 _ITK_FORMATS = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti", ".mha": "metaimage", ".mhd": "metaimage"}
@@ -44,10 +43,6 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _itk_reason(exc: RuntimeError) -> str:
-    return short_itk_reason(exc)
-
-
 def _read_itk_file(path: Path, fmt: str) -> tuple[np.ndarray, Geometry, str]:
     """One image file through SimpleITK: check the header first, then read the voxels once."""
     reader = sitk.ImageFileReader()
@@ -55,13 +50,13 @@ def _read_itk_file(path: Path, fmt: str) -> tuple[np.ndarray, Geometry, str]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(f"cannot read {path}: {_itk_reason(exc)}") from exc
+        raise InputError(f"cannot read {path}: {short_itk_reason(exc)}") from exc
     check_components(reader.GetNumberOfComponents(), str(path))
     check_shape(tuple(reversed(reader.GetSize())), str(path))
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read {path}: {_itk_reason(exc)}") from exc
+        raise InputError(f"cannot read {path}: {short_itk_reason(exc)}") from exc
     return _from_itk(image, fmt)
 
 
@@ -101,7 +96,7 @@ def _read_dicom(folder: Path, series: dict[str, tuple[str, ...]], member: Option
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series in {folder}: {_itk_reason(exc)}") from exc
+        raise InputError(f"cannot read DICOM series in {folder}: {short_itk_reason(exc)}") from exc
     check_components(image.GetNumberOfComponentsPerPixel(), f"DICOM series in {folder}")
     return _from_itk(image, "dicom")
 
@@ -233,13 +228,14 @@ def to_sitk(volume: Volume) -> sitk.Image:
 def write_volume(volume: Volume, path: Path | str, force: bool = False) -> Path:
     """Write ``volume`` compressed and atomically; the format follows the extension (WRITE_SUFFIXES)."""
     path = Path(path)
-    if not any(path.name.lower().endswith(s) for s in WRITE_SUFFIXES):
-        raise OutputError(f"cannot write {path}: unsupported extension; use one of {', '.join(WRITE_SUFFIXES[1:])}")
+    name = path.name.lower()
+    if name.endswith(".seg.nrrd") or not name.endswith(WRITE_SUFFIXES):
+        raise OutputError(f"cannot write {path}: unsupported extension for a volume; use one of {', '.join(WRITE_SUFFIXES)}")
     check_can_write(path, force)
     image = to_sitk(volume)
     with atomic_path(path, force) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), useCompression=True)
         except RuntimeError as exc:
-            raise OutputError(f"cannot write {path}: {_itk_reason(exc)}") from exc
+            raise OutputError(f"cannot write {path}: {short_itk_reason(exc)}") from exc
     return path

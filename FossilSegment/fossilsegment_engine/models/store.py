@@ -22,6 +22,7 @@ from torch import nn
 from .. import __version__
 from ..atomic import atomic_dir, check_can_write
 from ..errors import ModelError
+from ..resources import candidate_resource_dirs
 from .build import build_model
 from .config import ModelConfig
 
@@ -29,24 +30,21 @@ DEFAULT_MODEL = "fossil-bone-v1"
 CONFIG_FILE = "config.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 MODELS_DIR_ENV = "FOSSILSEGMENT_MODELS_DIR"
-_HERE = Path(__file__).resolve()
 _MAX_LISTED = 5
 
 
 def models_dir() -> Path:
     """Where bundled models live, looked up at each call.
 
-    ``$FOSSILSEGMENT_MODELS_DIR`` if set; else ``<repo>/Resources/Models`` (source checkout, the package at
-    ``<repo>/FossilSegment/fossilsegment_engine/``) if it exists; else ``FossilSegment/Resources/Models``
-    beside the package (installed Slicer extension).
+    ``$FOSSILSEGMENT_MODELS_DIR`` if set; else ``Models/`` in the first resources folder that has one
+    (``<repo>/Resources`` in a source checkout, ``<module dir>/Resources`` in an installed Slicer extension;
+    see :mod:`..resources`).
     """
     env = os.environ.get(MODELS_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    repo_models = _HERE.parents[3] / "Resources" / "Models"
-    if repo_models.is_dir():
-        return repo_models
-    return _HERE.parents[2] / "Resources" / "Models"
+    candidates = [d / "Models" for d in candidate_resource_dirs()]
+    return next((d for d in candidates if d.is_dir()), candidates[0])
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ depends on the scanner effects.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError
 from ..volume import Volume
@@ -15,7 +16,7 @@ from . import artifacts
 from .grid import Grid
 from .matrix import block, cracks, inclusions, rock, voids
 from .shapes import FAMILY_BUILDERS
-from .texture import bone_and_tooth, cavity_fill, rind
+from .texture import bone_and_tooth, cavity_fill, contrast_floor, rind
 
 GENERATOR_VERSION = "phantom-1"
 FAMILIES: tuple[str, ...] = tuple(FAMILY_BUILDERS)
@@ -77,9 +78,13 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
     att[cavity] = fill
     att[void & (labels == MATRIX) & ~cavity] = np.float32(0.02)
     solid = labels > 0
-    halo, halo_amp, halo_info = rind(grid, rng, solid)
+    dist = ndimage.distance_transform_edt(~solid, sampling=(grid.az, 1.0, 1.0)).astype(np.float32)
+    halo, halo_amp, halo_info = rind(grid, rng, dist)
     att[halo] += np.float32(halo_amp)
     att[solid] = np.float32(1.0) + (solid_att[solid] - np.float32(1.0)) * np.float32(contrast)
+    near = (dist > 2.5) & (dist <= 6.0) & in_block & ~(crack | pyrite | void)
+    floor_info = contrast_floor(rng, att, labels == BONE, near, st["noise"])
+    del dist, near
     del solid_att, matrix_att
     calcite = 1.0 + rng.uniform(0.15, 0.6) * high_z
     att[crack] = np.float32(calcite) + np.float32(0.02) * rng.standard_normal(int(crack.sum()), dtype=np.float32)
@@ -108,7 +113,8 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
         "scanner": st,
         "parameters": {
             "shape": parts.params, "block": block_info, "matrix": matrix_info, "bone_texture": texture_info,
-            "cavity_fill": fill_kind, "rind": halo_info, "cracks": crack_info, "inclusions": incl_info, "voids": void_info,
+            "cavity_fill": fill_kind, "rind": halo_info, "contrast": floor_info, "cracks": crack_info,
+            "inclusions": incl_info, "voids": void_info,
             "calcite_attenuation": round(float(calcite), 4), "pyrite_attenuation": round(float(pyrite_att), 4),
             "enamel_voxels": int(enamel.sum()),
         },

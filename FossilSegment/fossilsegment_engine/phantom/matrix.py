@@ -16,7 +16,7 @@ def rock(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Matrix attenuation: base level + tilted, warped bedding + patchy cementation + grain."""
     s = grid.scale
     sign = -1.0 if rng.random() < 0.65 else 1.0  # matrix usually a little lighter than bone
-    base = 1.0 + sign * float(rng.uniform(0.0, 0.22))
+    base = 1.0 + sign * float(rng.uniform(0.0, 0.22) if rng.random() < 0.8 else rng.uniform(0.22, 0.5))
     z, y, x = grid.coords()
     normal = np.array([1.0, 0.0, 0.0]) + rng.uniform(-0.7, 0.7, 3)  # bedding roughly across k, tilted
     normal /= np.linalg.norm(normal)
@@ -26,12 +26,12 @@ def rock(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     n_layers = int(np.ceil(float(np.linalg.norm(grid.extent)) * 2 / layer_thick)) + 4
     levels = rng.normal(0.0, 1.0, n_layers).astype(np.float32)
     idx = np.clip(((depth - depth.min()) / layer_thick).astype(np.int64), 0, n_layers - 1)
-    bedding_amp = rng.uniform(0.0, 0.1)
+    bedding_amp = rng.uniform(0.0, 0.06)
     arr = np.float32(base) + np.float32(bedding_amp) * levels[idx]
     del idx, depth, warp
-    patch_amp = rng.uniform(0.02, 0.1)
+    patch_amp = rng.uniform(0.01, 0.06)
     arr += np.float32(patch_amp) * smooth_noise(rng, grid.shape, rng.uniform(6.0, 20.0) * s, grid.az)
-    grain_amp = rng.uniform(0.02, 0.12)
+    grain_amp = rng.uniform(0.01, 0.07)
     grain_sigma = rng.uniform(0.5, 1.5)
     arr += np.float32(grain_amp) * smooth_noise(rng, grid.shape, grain_sigma, grid.az)
     # sparse bright/dark grains (heavy minerals, clay clasts)

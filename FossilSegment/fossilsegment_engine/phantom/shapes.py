@@ -233,13 +233,13 @@ def fragments(grid: Grid, rng: np.random.Generator, teeth: bool) -> Parts:
     s = grid.scale
     bone = _empty(grid)
     tooth = _empty(grid)
-    n_pieces = int(rng.integers(6, 25))
+    n_pieces = int(rng.integers(10, 36))
     kinds = []
     for _ in range(n_pieces):
         kind = str(rng.choice(["chunk", "shard", "splinter", "rib"]))
         kinds.append(kind)
         c = _in_volume_point(rng, grid, 0.05)
-        size = rng.uniform(3.0, 14.0) * s
+        size = rng.uniform(4.0, 18.0) * s
         if kind == "rib":
             d = random_unit(rng)
             tmp = grid.empty()

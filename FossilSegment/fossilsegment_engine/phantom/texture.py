@@ -62,16 +62,35 @@ def cavity_fill(grid: Grid, rng: np.random.Generator, matrix: np.ndarray, cavity
     return out.astype(np.float32), kind
 
 
-def rind(grid: Grid, rng: np.random.Generator, solid: np.ndarray) -> tuple[np.ndarray, float, dict]:
+def rind(grid: Grid, rng: np.random.Generator, dist: np.ndarray) -> tuple[np.ndarray, float, dict]:
     """A thin halo in the matrix around bone: clay/shrinkage gap (dark) or mineral coating (bright).
 
-    Returns the halo mask (matrix side only), its attenuation offset (0 when absent) and info.
+    ``dist`` is the distance from bone/tooth (0 inside). Returns the halo mask (matrix side only), its attenuation offset (0 when absent) and info.
     """
     if rng.random() < 0.35:
         return np.zeros(grid.shape, dtype=bool), 0.0, {"rind": "none"}
     width = float(rng.uniform(0.8, 2.2))
-    dist = ndimage.distance_transform_edt(~solid, sampling=(grid.az, 1.0, 1.0))
     mask = (dist > 0) & (dist <= width)
     amp = float(rng.uniform(0.06, 0.25)) * (1.0 if rng.random() < 0.4 else -1.0)
     return mask, amp, {"rind": "coating" if amp > 0 else "gap", "rind_width_vox": round(width, 2),
                        "rind_offset": round(amp, 4)}
+
+
+def contrast_floor(rng: np.random.Generator, att: np.ndarray, solid: np.ndarray, near: np.ndarray,
+                   noise: float) -> dict:
+    """Make the mean bone / nearby-matrix difference at least a small floor (in place).
+
+    Local reversals and overlaps remain (patchy texture on both sides), but bone is never
+    statistically invisible: the truth must be learnable from the image.
+    """
+    if not solid.any() or not near.any():
+        return {"contrast_floor": 0.0, "contrast_shift": 0.0}
+    diff = float(att[solid].mean() - att[near].mean())
+    floor = max(float(rng.uniform(0.05, 0.12)), noise, float(rng.uniform(0.7, 1.5)) * float(att[near].std()))
+    shift = 0.0
+    if abs(diff) < floor:
+        sign = np.sign(diff) if abs(diff) > 0.005 else (1.0 if rng.random() < 0.5 else -1.0)
+        shift = float(sign * (floor - abs(diff)))
+        att[solid] += np.float32(shift)
+    return {"contrast_floor": round(floor, 4), "bone_minus_matrix": round(diff + shift, 4),
+            "contrast_shift": round(shift, 4)}
