@@ -159,7 +159,9 @@ class _OomAbove(Threshold):
         self.limit = limit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > self.limit or x.device.type != "cpu":
+        if x.device.type != "cpu":
+            raise RuntimeError("CUDNN_STATUS_ALLOC_FAILED")  # the other way a GPU reports it
+        if x.shape[0] > self.limit:
             raise torch.OutOfMemoryError("fake OOM")
         return super().forward(x)
 
@@ -188,6 +190,15 @@ def test_out_of_memory_off_the_cpu_falls_back_to_the_cpu(caplog: pytest.LogCaptu
         out = seg.predict(vol).array
     assert seg.device == torch.device("cpu") and "continuing on the CPU" in caplog.text
     assert np.array_equal(out, expected)
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory() -> None:
+    class Broken(Threshold):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        Segmenter.from_module(Broken(), _config(), device="cpu").predict(_scan()[0])
 
 
 def test_bad_inputs_are_clear_errors() -> None:

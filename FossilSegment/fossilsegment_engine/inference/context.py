@@ -11,7 +11,8 @@ from ..errors import InputError, ModelError
 
 def context_indices(n_slices: int, k_indices: Sequence[int] | np.ndarray, n_context: int) -> np.ndarray:
     """``(len(k), n_context)`` slice indices centred on each k; indices past either end repeat the end slice."""
-    if isinstance(n_context, bool) or not isinstance(n_context, (int, np.integer)) or n_context < 1 or n_context % 2 == 0:
+    bad = isinstance(n_context, bool) or not isinstance(n_context, (int, np.integer))
+    if bad or n_context < 1 or n_context % 2 == 0:
         raise ModelError(f"context_slices must be an odd positive integer (1, 3, 5), got {n_context!r}")
     k = np.asarray(k_indices, dtype=np.int64).reshape(-1)
     if k.size and (k.min() < 0 or k.max() >= n_slices):

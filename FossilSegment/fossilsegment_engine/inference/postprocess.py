@@ -32,8 +32,8 @@ class PostprocessOptions:
     fill_holes: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.min_island_voxels, bool) or not isinstance(self.min_island_voxels, (int, np.integer)) \
-                or self.min_island_voxels < 0:
+        n = self.min_island_voxels
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise InputError(f"min_island_voxels must be an integer ≥ 0, got {self.min_island_voxels!r}")
 
 

@@ -3,7 +3,7 @@
 Each volume is normalised once (its own percentiles, :mod:`.normalize`), cut into batches of 2.5D
 slice stacks (:mod:`.context`), predicted tile by tile with Gaussian blending (:mod:`.tiling`) under
 ``torch.inference_mode`` with channels_last and autocast (:mod:`.device`), reduced by argmax on the
-device, and cleaned (:mod:`.postprocess`). On a CUDA out-of-memory the batch is halved and retried;
+device, and cleaned (:mod:`.postprocess`). On a GPU out-of-memory the batch is halved and retried;
 at one slice per batch the segmenter moves to the CPU for good (logged) and carries on.
 """
 
@@ -69,10 +69,13 @@ class Segmenter:
         self._setup(module, config, choose_device(device), batch_size, precision)
         return self
 
-    def _setup(self, module: nn.Module, config: Any, device: torch.device, batch_size: int | None, precision: str) -> None:
+    def _setup(
+        self, module: nn.Module, config: Any, device: torch.device, batch_size: int | None, precision: str
+    ) -> None:
         from ..models.build import required_multiple
 
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        bad = isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        if batch_size is not None and bad:
             raise FossilSegmentError(f"batch size must be a positive integer, got {batch_size!r}")
         self._config = config
         self._precision = precision
@@ -143,6 +146,10 @@ class Segmenter:
                 lab, prob = self._predict_slices(array, range(start, stop), lo, hi, probs is not None)
             except torch.OutOfMemoryError:
                 oom = True
+            except RuntimeError as exc:  # cuDNN/cuBLAS/MPS report running out of memory as RuntimeError
+                if not _is_oom(exc):
+                    raise
+                oom = True
             if oom:  # handled outside the except block so the failed batch's tensors are freed
                 batch = self._after_oom(batch)
                 probe = False
@@ -209,8 +216,14 @@ class Segmenter:
         free += torch.cuda.memory_reserved(self._device) - torch.cuda.memory_allocated(self._device)
         batch = int(GPU_MEMORY_SHARE * free // max(bytes_per_slice, 1))
         batch = max(1, min(GPU_MAX_BATCH, batch))
-        log.info("automatic batch size on %s: %d slices (%.0f MiB per slice)", self._device, batch, bytes_per_slice / 2**20)
+        log.info("automatic batch size on %s: %d slices (%.0f MiB per slice)",
+                 self._device, batch, bytes_per_slice / 2**20)
         return batch
+
+
+def _is_oom(exc: RuntimeError) -> bool:
+    text = str(exc).lower()
+    return "out of memory" in text or "alloc_failed" in text
 
 
 def _check_volume(volume: Volume) -> np.ndarray:

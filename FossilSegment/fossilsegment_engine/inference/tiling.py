@@ -41,7 +41,9 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return sorted({int(round(s)) for s in np.linspace(0, length - tile, n)})
 
 
-def gaussian_window(height: int, width: int, device: torch.device | str = "cpu", sigma_scale: float = 1 / 8) -> torch.Tensor:
+def gaussian_window(
+    height: int, width: int, device: torch.device | str = "cpu", sigma_scale: float = 1 / 8
+) -> torch.Tensor:
     """``(height, width)`` float32 Gaussian weights, 1 at the centre, > 0 everywhere.
 
     Separable; each axis factor is kept ≥ 1e-4 (never the product, which would equalise the weights of

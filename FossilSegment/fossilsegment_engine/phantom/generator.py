@@ -83,7 +83,8 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
     att[halo] += np.float32(halo_amp)
     att[solid] = np.float32(1.0) + (solid_att[solid] - np.float32(1.0)) * np.float32(contrast)
     near = (dist > 2.5) & (dist <= 6.0) & in_block & ~(crack | pyrite | void)
-    floor_info = contrast_floor(rng, att, labels == BONE, near, st["noise"])
+    blur = (st["blur_sigma_k_vox"], st["blur_sigma_vox"], st["blur_sigma_vox"])
+    floor_info = contrast_floor(rng, att, labels == BONE, near, st["noise"], blur)
     del dist, near
     del solid_att, matrix_att
     calcite = 1.0 + rng.uniform(0.15, 0.6) * high_z

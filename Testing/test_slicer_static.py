@@ -1,0 +1,161 @@
+"""Static checks of the Slicer module files (the parts that only run inside the Slicer app)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import struct
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = ROOT / "FossilSegment"
+LIB = MODULE / "FossilSegmentLib"
+UI = MODULE / "Resources" / "UI" / "FossilSegment.ui"
+ICON = MODULE / "Resources" / "Icons" / "FossilSegment.png"
+ENGINE = MODULE / "fossilsegment_engine"
+QT_MODULES = {"qt", "ctk", "PythonQt", "qSlicerSegmentationsModuleWidgetsPythonQt"}
+QT_BUILTIN = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QSpinBox", "QCheckBox", "QProgressBar"}
+
+
+def ui_tree() -> ET.Element:
+    return ET.parse(UI).getroot()
+
+
+def ui_widgets() -> dict[str, str]:
+    """name → class of every widget in the .ui."""
+    return {w.get("name"): w.get("class") for w in ui_tree().iter("widget")}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every module imported anywhere in a file (also inside functions)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def module_files() -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in (ROOT / "docs" / "module_files.txt").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+        elif current is not None:
+            current.append(line)
+    return sections
+
+
+def test_ui_is_valid_and_declares_custom_widgets():
+    root = ui_tree()
+    assert root.tag == "ui"
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == "FossilSegment"
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = set(ui_widgets().values())
+    custom = {c for c in used if c not in QT_BUILTIN}
+    assert custom <= declared, f"undeclared custom widgets: {custom - declared}"
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), "duplicate widget names"
+    texts = {w.get("name"): w.findtext("property[@name='text']/string") for w in root.iter("widget")}
+    assert texts["autoSegmentCollapsibleButton"] == "Auto-segment fossil"
+    # every MRML selector gets the scene from the top widget
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert receivers == {n for n, c in ui_widgets().items() if c == "qMRMLNodeComboBox"}
+
+
+@pytest.mark.parametrize("source", ["widget.py", "tests.py"])
+def test_every_ui_name_used_exists(source):
+    text = (LIB / source).read_text(encoding="utf-8")
+    used = set(re.findall(r"\bui\.(\w+)", text))
+    assert used, "no ui names found: the pattern is wrong"
+    missing = used - set(ui_widgets())
+    assert not missing, f"{source} uses widgets missing from FossilSegment.ui: {sorted(missing)}"
+
+
+def test_parameter_names_in_ui_are_parameter_fields():
+    tree = ast.parse((LIB / "parameters.py").read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FossilSegmentParameterNode")
+    fields = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+    bound = {w.findtext("property[@name='SlicerParameterName']/string") for w in ui_tree().iter("widget")} - {None}
+    assert bound, "no widget is bound to the parameter node"
+    assert bound <= fields, f"unknown parameters in .ui: {bound - fields}"
+    assert {"inputVolume", "outputSegmentation", "roi", "batchSize", "minIslandVoxels", "fillHoles"} <= bound
+    assert {"model", "device"} <= fields  # combos filled at run time, synced by the widget
+
+
+def test_module_files_list_everything():
+    sections = module_files()
+    scripts, resources = sections["MODULE_PYTHON_SCRIPTS"], sections["MODULE_PYTHON_RESOURCES"]
+    for path in scripts + resources:
+        assert (MODULE / path).is_file(), f"listed but missing: {path}"
+    lib = {f"FossilSegmentLib/{p.name}" for p in LIB.glob("*.py")}
+    assert lib | {"FossilSegment.py"} <= set(scripts), f"not listed: {sorted(lib - set(scripts))}"
+    res = {p.relative_to(MODULE).as_posix() for p in (MODULE / "Resources").rglob("*") if p.is_file()}
+    assert res <= set(resources), f"not listed: {sorted(res - set(resources))}"
+
+
+@pytest.mark.parametrize("name", ["logic.py", "geometry.py", "classes.py", "dependencies.py", "__init__.py"])
+def test_logic_side_imports_no_qt(name):
+    assert not imported_modules(LIB / name) & QT_MODULES
+
+
+def test_engine_never_imports_slicer_or_qt():
+    files = list(ENGINE.rglob("*.py"))
+    assert files
+    for path in files:
+        bad = imported_modules(path) & (QT_MODULES | {"slicer", "vtkSlicerSegmentationsModuleLogicPython"})
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_worker_touches_no_qt_or_mrml():
+    tree = ast.parse((LIB / "widget.py").read_text(encoding="utf-8"))
+    work = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_work")
+    names = {n.id for n in ast.walk(work) if isinstance(n, ast.Name)}
+    attrs = {n.attr for n in ast.walk(work) if isinstance(n, ast.Attribute)}
+    assert not names & {"slicer", "qt", "ctk"}
+    assert not attrs & {"ui", "_parameterNode", "inputVolume", "outputSegmentation"}
+
+
+def test_module_file_is_thin_and_complete():
+    path = MODULE / "FossilSegment.py"
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 100
+    tree = ast.parse(text)
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert classes == ["FossilSegment"]
+    imported = {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {"FossilSegmentWidget", "FossilSegmentLogic", "FossilSegmentTest"} <= imported
+    assert '_("FossilSegment")' in text and '"Segmentation")' in text
+    assert "10.3389/feart.2021.805271" in text and "805271" in text
+    assert "registerCustomSampleDataSource" in text and "fossil_demo_phantom.nrrd" in text
+    assert 'connect("startupCompleted()", registerSampleData)' in text
+
+
+def test_all_module_python_compiles_without_bare_except():
+    for path in [MODULE / "FossilSegment.py", *LIB.glob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        compile(tree, str(path), "exec")
+        bare = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler) and n.type is None]
+        assert not bare, f"{path.name}: bare except at lines {bare}"
+
+
+def test_icon_is_128_png():
+    data = ICON.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", data[16:24]) == (128, 128)
+
+
+def test_in_slicer_test_is_registered():
+    cmake = (MODULE / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "slicer_add_python_unittest(SCRIPT" in cmake and "${MODULE_NAME}.py" in cmake
+    assert (MODULE / "Testing" / "CMakeLists.txt").read_text(encoding="utf-8").strip() == "add_subdirectory(Python)"
