@@ -77,16 +77,26 @@ def test_lr_schedule_warms_up_and_decays() -> None:
 
 
 def test_train_writes_loadable_model_and_resumes(tmp_path: Path) -> None:
+    import threading
+
+    from fossilsegment_engine.errors import Cancelled
     from fossilsegment_engine.models import load_model
 
     data = write_dataset(tmp_path / "data", n=3)
     out = tmp_path / "model"
-    train(_opts(data, out))
+    cancel = threading.Event()
+
+    def stop_in_epoch_two(done: int, total: int) -> None:
+        if done == 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled):  # interrupted during epoch 2: epoch 1's state stays
+        train(_opts(data, out, epochs=2), progress=stop_in_epoch_two, cancel=cancel)
     model, config = load_model(out)
     assert config.provenance["training"]["train_specimens"] and config.provenance["training"]["validation_specimens"]
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 1
     with pytest.raises(OutputError):
-        train(_opts(data, out))
+        train(_opts(data, out, epochs=2))
     r = train_model(_opts(data, out, epochs=2, resume=True))
     assert [h["epoch"] for h in r.history] == [1, 2]
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 2

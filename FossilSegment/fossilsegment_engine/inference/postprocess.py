@@ -26,7 +26,8 @@ _CHUNK = 32  # slices per chunk when counting component sizes
 
 @dataclass(frozen=True)
 class PostprocessOptions:
-    """``min_island_voxels``: smaller 3D components are removed (0 keeps all); ``fill_holes``: fill enclosed cavities."""
+    """``min_island_voxels``: smaller 3D components are removed (0 or 1 keeps all).
+    ``fill_holes``: fill cavities enclosed in 3D."""
 
     min_island_voxels: int = 64
     fill_holes: bool = True
