@@ -65,26 +65,34 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def _fillModelAndDeviceCombos(self) -> None:
+        """Models: the default first (data ""), then other bundled ones; devices: auto, then what torch finds."""
         from . import dependencies
 
-        self.ui.modelComboBox.clear()
-        self.ui.deviceComboBox.clear()
-        self.ui.deviceComboBox.addItem("auto (GPU if available)", "auto")
-        missing = dependencies.missingPackages()
-        self.ui.installButton.setVisible(bool(missing))
-        if missing:
-            self.ui.statusLabel.text = f"Missing Python packages: {', '.join(missing)}. Press 'Install dependencies'."
-            self.ui.modelComboBox.addItem("default model", "")
-            return
-        from fossilsegment_engine.inference.device import describe_devices
-        from fossilsegment_engine.models.store import DEFAULT_MODEL, bundled_models
+        models, devices = self.ui.modelComboBox, self.ui.deviceComboBox
+        models.blockSignals(True)
+        devices.blockSignals(True)
+        try:
+            models.clear()
+            devices.clear()
+            devices.addItem("auto (GPU if available)", "auto")
+            missing = dependencies.missingPackages()
+            self.ui.installButton.setVisible(bool(missing))
+            if missing:
+                self.ui.statusLabel.text = f"Missing Python packages: {', '.join(missing)}. Press 'Install dependencies'."
+                models.addItem("default model", "")
+                return
+            from fossilsegment_engine.inference.device import describe_devices
+            from fossilsegment_engine.models.store import DEFAULT_MODEL, bundled_models
 
-        for name in bundled_models():
-            self.ui.modelComboBox.addItem(name + (" (default)" if name == DEFAULT_MODEL else ""), name)
-        if self.ui.modelComboBox.count == 0:
-            self.ui.modelComboBox.addItem("default model", "")
-        for description in describe_devices():
-            self.ui.deviceComboBox.addItem(description, description.split()[0])
+            models.addItem(f"{DEFAULT_MODEL} (default)", "")
+            for name in bundled_models():
+                if name != DEFAULT_MODEL:
+                    models.addItem(name, name)
+            for description in describe_devices():
+                devices.addItem(description, description.split()[0])
+        finally:
+            models.blockSignals(False)
+            devices.blockSignals(False)
 
     def cleanup(self) -> None:
         self._cancelJob(wait=True)
@@ -186,6 +194,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Failed to install the Python packages.", waitCursor=True):
             dependencies.installMissing()
             self._fillModelAndDeviceCombos()
+            self.ui.statusLabel.text = "Dependencies installed."
             self._updateGui()
 
     # ------------------------------------------------------------------ run

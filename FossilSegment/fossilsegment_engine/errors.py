@@ -19,3 +19,7 @@ class OutputError(FossilSegmentError):
 
 class Cancelled(Exception):
     """Raised inside a long operation when its cancel token is set. Not an error: nothing was written."""
+
+
+class DeviceError(FossilSegmentError):
+    """A requested device or precision is unknown or not available on this computer."""

@@ -13,17 +13,13 @@ from typing import ContextManager
 
 import torch
 
-from ..errors import FossilSegmentError
+from ..errors import DeviceError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _PRECISION_ALIASES = {
     "auto": "auto", "fp32": "fp32", "float32": "fp32", "float": "fp32",
     "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
 }
-
-
-class DeviceError(FossilSegmentError):
-    """A requested device or precision is unknown or not available on this computer."""
 
 
 def _mps_available() -> bool:
