@@ -29,7 +29,14 @@ def make_scene() -> Any:
         logic.SetMRMLApplicationLogic(appLogic)
         logic.SetMRMLScene(scene)
         appLogic.SetModuleLogic(name, logic)
-    logics["Colors"].AddDefaultColorNodes()
+    import vtk
+
+    shown = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()  # "HomeDirectory is not set": no color files outside the app
+    try:
+        logics["Colors"].AddDefaultColorNodes()
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(shown)
     slicer.mrmlScene = scene
     # Keep the logics alive as long as the scene.
     scene._fossilsegment_keepalive = (appLogic, logics)  # type: ignore[attr-defined]

@@ -293,3 +293,54 @@ def test_export_stl_refuses_empty(scene, logic):
     with pytest.raises(InputError, match="empty"):
         logic.exportStl(segNode, "/nonexistent/never-created")
     assert not os.path.exists("/nonexistent/never-created")
+
+
+def test_failed_import_leaves_scene_unchanged(scene, logic, model_dir, monkeypatch):
+    volumeNode = add_volume(np.eye(4))
+    labels = logic.runEngine(logic.prepareInput(volumeNode), model=model_dir, **FAST)
+    classes = logic.modelClasses(model=model_dir, device="cpu")
+    nodes = scene.GetNumberOfNodes()
+
+    def broken(*args):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(FossilSegmentLogic, "_orientedLabelmap", staticmethod(broken))
+    with pytest.raises(RuntimeError, match="simulated"):
+        logic.applyResult(labels, volumeNode, classes=classes)
+    assert scene.GetNumberOfNodes() == nodes
+    with pytest.raises(InputError, match="slice range"):
+        logic.runEngine(logic.prepareInput(volumeNode), model=model_dir, sliceRange=(0, 0), **FAST)
+
+
+def test_show_in_3d_builds_surfaces(scene, logic, model_dir):
+    segNode = logic.process(add_volume(OBLIQUE), model=model_dir, **FAST)
+    surface = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+    assert not segNode.GetSegmentation().ContainsRepresentation(surface)
+    logic.showIn3D(segNode)
+    assert segNode.GetSegmentation().ContainsRepresentation(surface)
+    assert segNode.GetDisplayNode().GetVisibility3D()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_geometry_round_trip(seed):
+    from FossilSegmentLib.geometry import ijkToRASFromLpsGeometry, lpsGeometryFromIJKToRAS
+
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # any rotation or reflection
+    m = np.eye(4)
+    m[:3, :3] = q @ np.diag(rng.uniform(0.05, 3.0, 3))
+    m[:3, 3] = rng.uniform(-100, 100, 3)
+    spacing, origin, direction = lpsGeometryFromIJKToRAS(m)
+    np.testing.assert_allclose(ijkToRASFromLpsGeometry(spacing, origin, direction), m, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(np.reshape(direction, (3, 3)), axis=0), 1.0)
+    bad = m.copy()
+    bad[:3, 2] = bad[:3, 0]
+    with pytest.raises(ValueError):
+        lpsGeometryFromIJKToRAS(bad)
+
+
+def test_parameter_node_is_a_singleton(scene):
+    node = FossilSegmentLogic.parameterMRMLNode()
+    assert node.GetScene() is scene and node.GetAttribute("ModuleName") == "FossilSegment"
+    assert FossilSegmentLogic.parameterMRMLNode() is node
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1

@@ -55,9 +55,14 @@ class FossilSegmentLogic:
 
     # ------------------------------------------------------------------ parameters (app only)
     def getParameterNode(self):
-        """The module's singleton parameter node, wrapped (needs the Slicer app)."""
+        """The module's singleton parameter node, wrapped (the wrapper needs the Slicer app)."""
         from .parameters import FossilSegmentParameterNode
 
+        return FossilSegmentParameterNode(self.parameterMRMLNode())
+
+    @staticmethod
+    def parameterMRMLNode():
+        """The scene's singleton vtkMRMLScriptedModuleNode of this module, created when missing."""
         scene = slicer.mrmlScene
         node = scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
         if not node:
@@ -67,7 +72,7 @@ class FossilSegmentLogic:
             node.SetName(scene.GenerateUniqueName(MODULE_NAME))
             node = scene.AddNode(node)
         node.SetAttribute("ModuleName", MODULE_NAME)
-        return FossilSegmentParameterNode(node)
+        return node
 
     # ------------------------------------------------------------------ model
     def getSegmenter(self, model: Optional[str] = None, device: str = "auto", batchSize: Optional[int] = None,
@@ -125,11 +130,16 @@ class FossilSegmentLogic:
         """The engine's uint8 labelmap for ``volume`` (same geometry). Raises ``Cancelled`` when cancelled."""
         from fossilsegment_engine.inference.postprocess import PostprocessOptions
 
+        if sliceRange is not None:
+            start, stop = (int(v) for v in sliceRange)
+            if not 0 <= start < stop <= volume.shape[0]:
+                raise InputError(f"slice range {start}:{stop} is empty or outside the volume's 0:{volume.shape[0]} slices")
+            sliceRange = (start, stop)
         segmenter = self.getSegmenter(model, device, batchSize, segmenterFactory)
         self.lastClasses = segmentClasses(segmenter.classes)
         options = PostprocessOptions(min_island_voxels=int(minIslandVoxels), fill_holes=bool(fillHoles))
         labelmap = segmenter.predict(volume, progress=progress, cancel=cancel,
-                                     slice_range=tuple(sliceRange) if sliceRange else None, postprocess=options)
+                                     slice_range=sliceRange, postprocess=options)
         check_cancelled(cancel)
         return labelmap
 
@@ -150,6 +160,10 @@ class FossilSegmentLogic:
         ``overwrite=True``; otherwise ``OutputError`` and nothing changes.
         """
         classes = list(classes if classes is not None else self.lastClasses)
+        if inputVolume is None or inputVolume.GetScene() is None or inputVolume.GetImageData() is None:
+            raise InputError("the input volume is no longer in the scene")
+        if outputSegmentation is not None and outputSegmentation.GetScene() is None:
+            raise InputError("the output segmentation is no longer in the scene")
         if not classes:
             raise InputError("the model defines no non-background class")
         dims = inputVolume.GetImageData().GetDimensions()
@@ -168,12 +182,22 @@ class FossilSegmentLogic:
             scene = inputVolume.GetScene()
             segNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
                                               scene.GenerateUniqueName(f"{inputVolume.GetName()} fossil"))
-            segNode.CreateDefaultDisplayNodes()
             segNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+        try:
+            self._importLabelmap(labelmap.array, inputVolume, segNode, classes)
+        except Exception:
+            if outputSegmentation is None:  # leave the scene as it was
+                _removeWithDisplayNodes(segNode)
+            raise
+        return segNode
+
+    def _importLabelmap(self, array: np.ndarray, inputVolume, segNode, classes: list[SegmentClass]) -> None:
+        """One segment per class (same-named segments replaced, keeping their IDs), from the labelmap."""
+        if segNode.GetDisplayNode() is None:
+            segNode.CreateDefaultDisplayNodes()
         segmentation = segNode.GetSegmentation()
         if segmentation.GetNumberOfSegments() == 0:
             segNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
-
         ids = vtk.vtkStringArray()
         with slicer.util.NodeModify(segNode):
             for c in classes:
@@ -181,13 +205,12 @@ class FossilSegmentLogic:
                 if segmentId:
                     segmentation.RemoveSegment(segmentId)
                 ids.InsertNextValue(segmentation.AddEmptySegment(segmentId or "", c.name, list(c.color)))
-            image = self._orientedLabelmap(labelmap.array, classes, _ijkToRAS(inputVolume))
+            image = self._orientedLabelmap(array, classes, _ijkToRAS(inputVolume))
             transform = self._volumeToSegmentationTransform(inputVolume, segNode)
             ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, segNode, ids,
                                                                                            transform)
         if not ok:
             raise OutputError("Slicer could not import the labelmap into the segmentation")
-        return segNode
 
     @staticmethod
     def _orientedLabelmap(array: np.ndarray, classes: list[SegmentClass], ijkToRAS: np.ndarray):
@@ -273,6 +296,14 @@ class FossilSegmentLogic:
             shutil.rmtree(staging, ignore_errors=True)
         logging.info("FossilSegment: wrote %s", ", ".join(written))
         return written
+
+
+def _removeWithDisplayNodes(node) -> None:
+    scene = node.GetScene()
+    displays = [node.GetNthDisplayNode(n) for n in range(node.GetNumberOfDisplayNodes())]
+    for display in displays + [node]:
+        if display is not None:
+            scene.RemoveNode(display)
 
 
 def _freePath(path: str) -> str:

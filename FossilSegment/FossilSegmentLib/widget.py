@@ -5,10 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import queue
-import threading
 import time
-import traceback
 
 import qt
 import vtk
@@ -17,6 +14,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from .job import InferenceJob
 from .logic import FossilSegmentLogic
 
 POLL_MS = 100
@@ -31,7 +29,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = logic
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._job = None  # dict while a segmentation runs
+        self._job: InferenceJob | None = None
         self._timer = None
         self.lastSegmentation = None
 
@@ -117,7 +115,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Reload the FossilSegmentLib files too (Slicer reloads only FossilSegment.py)."""
-        for name in ("classes", "geometry", "dependencies", "logic", "widget", "tests"):
+        for name in ("classes", "geometry", "dependencies", "job", "logic", "widget", "tests"):
             module = importlib.import_module(f"FossilSegmentLib.{name}")
             importlib.reload(module)
         ScriptedLoadableModuleWidget.onReload(self)
@@ -203,8 +201,12 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._cancelJob(wait=False)
             self.ui.statusLabel.text = "Cancelling…"
             return
-        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
-            self._startJob()
+        try:
+            with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+                self._startJob()
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Not started: {exc}"
+            logging.debug("FossilSegment: start failed", exc_info=True)
 
     def _startJob(self) -> None:
         from . import dependencies
@@ -239,60 +241,37 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             sliceRange = (p.sliceStart, p.sliceStop)
         volume = self.logic.prepareInput(p.inputVolume)
         args.update(minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles, sliceRange=sliceRange)
-        job = dict(inputVolume=p.inputVolume, outputSegmentation=p.outputSegmentation, classes=classes,
-                   overwrite=overwrite, queue=queue.Queue(), cancel=threading.Event(), start=time.monotonic())
-        # A Python thread, not a subprocess: torch releases the GIL inside its kernels so Slicer stays
-        # responsive; the volume is handed over as a numpy array without serialising gigabytes; the model
-        # stays loaded between runs. The worker never touches Qt or MRML: it only puts messages on a queue
-        # that a QTimer drains on the main thread.
-        job["thread"] = threading.Thread(target=self._work, args=(job, volume, args), daemon=True,
-                                         name="FossilSegment inference")
-        self._job = job
+        context = dict(inputVolume=p.inputVolume, outputSegmentation=p.outputSegmentation, classes=classes,
+                       overwrite=overwrite)
+        # Inference runs on a worker thread (see job.py for why not a subprocess); a QTimer polls it here.
+        self._job = InferenceJob(self.logic, volume, args, context)
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.setValue(0)
         self.ui.statusLabel.text = "Segmenting…"
         self._updateGui()
-        job["thread"].start()
+        self._job.start()
         self._timer.start()
-
-    def _work(self, job: dict, volume, args: dict) -> None:
-        """Worker thread: run the engine, report through the queue. No Qt, no MRML here."""
-        from fossilsegment_engine.errors import Cancelled
-
-        q = job["queue"]
-        try:
-            labelmap = self.logic.runEngine(volume, progress=lambda done, total: q.put(("progress", done, total)),
-                                            cancel=job["cancel"], **args)
-            q.put(("done", labelmap))
-        except Cancelled:
-            q.put(("cancelled",))
-        except Exception as exc:  # reported on the main thread with its traceback
-            q.put(("error", exc, traceback.format_exc()))
 
     def _pollWorker(self) -> None:
         job = self._job
         if job is None:
             self._timer.stop()
             return
-        while True:
-            try:
-                message = job["queue"].get_nowait()
-            except queue.Empty:
-                return
+        for message in job.poll():
             if message[0] == "progress":
                 self._showProgress(job, *message[1:])
             else:
                 self._finishJob(job, message)
                 return
 
-    def _showProgress(self, job: dict, done: int, total: int) -> None:
+    def _showProgress(self, job: InferenceJob, done: int, total: int) -> None:
         self.ui.progressBar.setMaximum(max(total, 1))
         self.ui.progressBar.setValue(done)
-        elapsed = time.monotonic() - job["start"]
-        left = elapsed / done * (total - done) if done else 0.0
-        self.ui.statusLabel.text = f"Segmenting: {done}/{total} slices, about {left:.0f} s left"
+        left = job.secondsLeft(done, total)
+        self.ui.statusLabel.text = f"Segmenting: {done}/{total} slices" + (
+            f", about {left:.0f} s left" if left is not None else "")
 
-    def _finishJob(self, job: dict, message: tuple) -> None:
+    def _finishJob(self, job: InferenceJob, message: tuple) -> None:
         self._timer.stop()
         self._job = None
         self.ui.progressBar.setVisible(False)
@@ -301,9 +280,9 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updateGui()
 
-    def _reportResult(self, job: dict, message: tuple) -> None:
-        kind = message[0]
-        if kind == "cancelled" or job["cancel"].is_set():
+    def _reportResult(self, job: InferenceJob, message: tuple) -> None:
+        kind, c = message[0], job.context
+        if kind == "cancelled" or job.cancelToken.is_set():
             self.ui.statusLabel.text = "Cancelled: nothing was changed."
         elif kind == "error":
             self.ui.statusLabel.text = f"Failed: {message[1]}"
@@ -311,23 +290,27 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not slicer.app.testingEnabled():
                 slicer.util.errorDisplay(f"Segmentation failed.\n\n{message[1]}", detailedText=message[2])
         else:
-            with slicer.util.tryWithErrorDisplay("Failed to create the segmentation."):
-                segNode = self.logic.applyResult(message[1], job["inputVolume"], job["outputSegmentation"],
-                                                 job["classes"], job["overwrite"])
-                self.lastSegmentation = segNode
-                if self._parameterNode:
-                    self._parameterNode.outputSegmentation = segNode
-                seconds = time.monotonic() - job["start"]
-                self.ui.statusLabel.text = (f"Done in {seconds:.0f} s: '{segNode.GetName()}'. "
-                                            "Check it in Segment Editor, then export STL.")
+            try:
+                with slicer.util.tryWithErrorDisplay("Failed to create the segmentation."):
+                    segNode = self.logic.applyResult(message[1], c["inputVolume"], c["outputSegmentation"],
+                                                     c["classes"], c["overwrite"])
+            except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+                self.ui.statusLabel.text = f"Failed: {exc}"
+                return
+            self.lastSegmentation = segNode
+            if self._parameterNode:
+                self._parameterNode.outputSegmentation = segNode
+            seconds = time.monotonic() - job.startTime
+            self.ui.statusLabel.text = (f"Done in {seconds:.0f} s: '{segNode.GetName()}'. "
+                                        "Check it in Segment Editor, then export STL.")
 
     def _cancelJob(self, wait: bool) -> None:
         job = self._job
         if job is None:
             return
-        job["cancel"].set()
+        job.cancel()
         if wait:
-            job["thread"].join(timeout=30)
+            job.join(timeout=30)
             self._finishJob(job, ("cancelled",))
 
     def isRunning(self) -> bool:

@@ -25,6 +25,28 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fill-holes", action="store_true", help="do not fill cavities enclosed inside bone")
 
 
+def add_mesh_options(p: argparse.ArgumentParser) -> None:
+    """Mesh options shared by ``segment`` and ``batch`` (Slicer's defaults)."""
+    p.add_argument("--mesh-format", action="append", default=None, metavar="stl|ply|obj",
+                   help="mesh file format(s) for --stl: repeat or give a comma list (default stl)")
+    p.add_argument("--mesh-coordinates", default="LPS", type=str.upper, choices=["LPS", "RAS"],
+                   help="mesh coordinate system (default LPS, as Slicer writes STL)")
+    p.add_argument("--smoothing", type=float, default=0.5, metavar="F",
+                   help="mesh smoothing factor 0..1 (default 0.5, Slicer's default)")
+    p.add_argument("--decimation", type=float, default=0.0, metavar="F",
+                   help="fraction 0..1 of triangles to remove (default 0: none)")
+    p.add_argument("--max-mesh-triangles", type=int, default=None, metavar="N",
+                   help="refuse (write nothing) when a mesh would have more than N triangles")
+
+
+def mesh_options(args: argparse.Namespace):
+    """The MeshOptions for the mesh command-line options (validated)."""
+    from ..io.mesh_io import MeshOptions, parse_formats
+
+    return MeshOptions(formats=parse_formats(args.mesh_format), coordinates=args.mesh_coordinates,
+                       smoothing=args.smoothing, decimation=args.decimation, max_triangles=args.max_mesh_triangles)
+
+
 def parse_slices(text: str | None) -> tuple[int, int] | None:
     """``"A:B"`` → (A, B), the half-open range of axial slices to segment."""
     if not text:
@@ -49,13 +71,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labelmap", type=Path, default=None, metavar="OUT.nrrd",
                    help="uint8 labelmap in the input's exact geometry (.nrrd, .nii.gz, .mha)")
     p.add_argument("--stl", type=Path, default=None, metavar="DIR",
-                   help="folder for one STL mesh per segment, in mm, LPS coordinates (as Slicer writes them)")
+                   help="folder for one mesh per segment (STL unless --mesh-format), in mm, LPS coordinates unless "
+                        "--mesh-coordinates RAS, with a report per mesh and provenance.json")
     p.add_argument("--overlay", type=Path, default=None, metavar="PNG", help="PNG montage of slices with outlines")
+    p.add_argument("--qc", type=Path, default=None, metavar="DIR",
+                   help="folder for quality-control pictures: montage.png (slices) and snapshot.png (3D meshes)")
     p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SI", "SJ", "SK"),
                    help="voxel spacing in mm for image stacks without spacing metadata")
     p.add_argument("--slices", default=None, metavar="START:STOP", help="segment only these axial slices")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_model_options(p)
+    add_mesh_options(p)
     p.set_defaults(func=run)
 
 
@@ -88,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import Outputs, segment_and_write
 
     outputs = Outputs(seg_nrrd=args.output, labelmap=args.labelmap, stl_dir=args.stl, overlay_png=args.overlay,
-                      force=args.force)
+                      qc_dir=args.qc, force=args.force, mesh=mesh_options(args))
     if not outputs.requested():
         outputs.seg_nrrd = default_output(args.input)
     outputs.check()  # before the slow part
@@ -112,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{names.get(value, value)}: {n} voxels, {n * voxel_mm3:.4g} mm³")
     if not counts:
         print("no bone found")
+    for report in record.mesh_reports:
+        print(f"mesh {report['segment']}: {report['triangles']:,} triangles, {report['volume_mm3']:.4g} mm³, "
+              f"{report['connected_components']} piece(s), {'watertight' if report['watertight'] else 'NOT watertight'}")
+    for note in record.notes:
+        print(note)
     for path in record.written:
         print(f"wrote {path}")
     return 0

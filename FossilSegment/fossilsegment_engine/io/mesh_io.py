@@ -5,24 +5,31 @@ voxel, vtkDiscreteFlyingEdges3D, optional vtkDecimatePro, vtkWindowedSincPolyDat
 ``10 ** (-4 * smoothing)``, then the full IJK → LPS matrix (spacing, direction, origin). Meshes are in
 millimetres, in **LPS** by default (what Slicer writes; the STL header says ``SPACE=LPS``), or RAS.
 Triangles wind counter-clockwise seen from outside, so normals point out of the material.
+
+Beyond STL folders (:func:`write_stl_folder`), :func:`build_meshes` + :func:`export_meshes` write each
+segment as STL (binary), PLY (binary) and/or OBJ with a JSON report per mesh (:mod:`.mesh_report`) and an
+optional ``provenance.json`` sidecar, refusing meshes above a triangle limit before anything is written.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import vtk
 from vtk.util import numpy_support
 
 from ..atomic import atomic_dir, check_can_write
-from ..errors import OutputError
+from ..errors import FossilSegmentError, OutputError
 from ..volume import Volume
 from .segmentation_io import segment_specs
 
 COORDINATES = ("LPS", "RAS")
+MESH_FORMATS = ("stl", "ply", "obj")
 
 
 def _segment_image(labelmap: Volume, value: int) -> vtk.vtkImageData | None:
@@ -156,3 +163,162 @@ def write_stl_folder(
             mesh = labelmap_to_polydata(labelmap, spec["value"], smoothing, decimation, coordinates)
             write_stl(mesh, tmp / f"{stem}.stl", coordinates)
     return [folder / f"{stem}.stl" for stem in names]
+
+
+class MeshTooLargeError(OutputError):
+    """A mesh has more triangles than the user's limit (nothing was written)."""
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """How meshes are made and written. Defaults are Slicer's (smoothing 0.5, no decimation, LPS, STL)."""
+
+    formats: tuple[str, ...] = ("stl",)
+    coordinates: str = "LPS"
+    smoothing: float = 0.5
+    decimation: float = 0.0
+    max_triangles: int | None = None
+
+    def __post_init__(self) -> None:
+        formats = tuple(dict.fromkeys(f.lower().strip().lstrip(".") for f in self.formats))
+        bad = [f for f in formats if f not in MESH_FORMATS]
+        if not formats or bad:
+            raise FossilSegmentError(f"mesh format must be among {', '.join(MESH_FORMATS)}, got {list(self.formats)}")
+        object.__setattr__(self, "formats", formats)
+        coordinates = str(self.coordinates).upper()
+        if coordinates not in COORDINATES:
+            raise FossilSegmentError(f"mesh coordinates must be LPS or RAS, got {self.coordinates!r}")
+        object.__setattr__(self, "coordinates", coordinates)
+        for name in ("smoothing", "decimation"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0 or (name == "decimation" and value >= 1.0):
+                raise FossilSegmentError(f"mesh {name} must be between 0 and 1 (decimation below 1), got {value}")
+            object.__setattr__(self, name, value)
+        if self.max_triangles is not None and (isinstance(self.max_triangles, bool) or int(self.max_triangles) < 1):
+            raise FossilSegmentError(f"maximum mesh triangles must be a positive integer, got {self.max_triangles!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict (for provenance)."""
+        return {"formats": list(self.formats), "coordinates": self.coordinates, "smoothing": self.smoothing,
+                "decimation": self.decimation, "max_triangles": self.max_triangles}
+
+
+def parse_formats(values: Sequence[str] | str | None) -> tuple[str, ...]:
+    """``["stl,ply", "obj"]`` → ``("stl", "ply", "obj")``; None or empty → ``("stl",)``."""
+    if isinstance(values, str):
+        values = [values]
+    out = [v for value in (values or []) for v in str(value).split(",") if v.strip()]
+    return MeshOptions(formats=tuple(out) if out else ("stl",)).formats
+
+
+@dataclass
+class Mesh:
+    """One segment's surface: name, label value, file stem, colour (0–1) and the polydata."""
+
+    name: str
+    value: int
+    stem: str
+    color: list[float]
+    polydata: vtk.vtkPolyData = field(repr=False)
+
+    @property
+    def triangles(self) -> int:
+        """Number of triangles."""
+        return int(self.polydata.GetNumberOfPolys())
+
+
+def build_meshes(labelmap: Volume, classes: Sequence[dict], options: MeshOptions = MeshOptions()) -> list[Mesh]:
+    """One :class:`Mesh` per segment present. Raises :class:`OutputError` when there is no foreground and
+    :class:`MeshTooLargeError` when a mesh has more than ``options.max_triangles`` triangles."""
+    specs = segment_specs(labelmap, classes)
+    if not specs:
+        raise OutputError("no foreground to mesh: the labelmap has no non-zero labels; no mesh written")
+    meshes: list[Mesh] = []
+    stems: set[str] = set()
+    for spec in specs:
+        stem = safe_file_stem(spec["name"])
+        stem = f"{stem}_{spec['value']}" if stem in stems else stem
+        stems.add(stem)
+        poly = labelmap_to_polydata(labelmap, spec["value"], options.smoothing, options.decimation, options.coordinates)
+        mesh = Mesh(spec["name"], spec["value"], stem, spec["color"], poly)
+        if options.max_triangles is not None and mesh.triangles > options.max_triangles:
+            raise MeshTooLargeError(
+                f"mesh of segment {mesh.name!r} has {mesh.triangles:,} triangles, more than the limit of "
+                f"{options.max_triangles:,}; no mesh written (raise the limit or use decimation, e.g. --decimation 0.8)")
+        meshes.append(mesh)
+    return meshes
+
+
+def write_mesh(polydata: vtk.vtkPolyData, path: Path, fmt: str, coordinates: str = "LPS") -> None:
+    """Write one mesh: binary STL (``SPACE=`` header, as Slicer), binary PLY (``SPACE=`` comment) or OBJ."""
+    if fmt == "stl":
+        write_stl(polydata, path, coordinates)
+        return
+    if fmt == "ply":
+        writer = vtk.vtkPLYWriter()
+        writer.SetFileTypeToBinary()
+        writer.AddComment(f"SPACE={coordinates}")
+    elif fmt == "obj":
+        writer = vtk.vtkOBJWriter()
+    else:
+        raise ValueError(f"unknown mesh format {fmt!r}")
+    writer.SetInputData(polydata)
+    writer.SetFileName(str(path))
+    if not writer.Write() or writer.GetErrorCode():
+        raise OutputError(f"cannot write {path}: VTK {fmt.upper()} writer error {writer.GetErrorCode()}")
+
+
+@dataclass
+class MeshExport:
+    """What :func:`export_meshes` wrote: mesh files, per-mesh reports and the sidecar (if any)."""
+
+    folder: Path
+    files: list[Path]
+    reports: list[dict[str, Any]]
+    sidecar: Path | None = None
+
+
+def export_meshes(
+    labelmap: Volume,
+    classes: Sequence[dict],
+    folder: Path | str,
+    options: MeshOptions = MeshOptions(),
+    force: bool = False,
+    provenance: dict[str, Any] | None = None,
+    meshes: Sequence[Mesh] | None = None,
+) -> MeshExport:
+    """Write every segment's mesh in each requested format, a ``<stem>.report.json`` per mesh and, with
+    ``provenance``, ``provenance.json`` (provenance + mesh options + reports) into ``folder``, atomically.
+
+    ``meshes`` (from :func:`build_meshes` with the same options) avoids meshing twice. Errors (existing
+    folder without ``force``, no foreground, a mesh over the triangle limit) come before anything is written.
+    """
+    from .mesh_report import mesh_report
+
+    folder = Path(folder)
+    check_can_write(folder, force)
+    meshes = list(meshes) if meshes is not None else build_meshes(labelmap, classes, options)
+    voxel_mm3 = float(np.prod(labelmap.spacing))
+    files: list[Path] = []
+    reports: list[dict[str, Any]] = []
+    with atomic_dir(folder, force) as tmp:
+        for mesh in meshes:
+            names = [f"{mesh.stem}.{fmt}" for fmt in options.formats]
+            for fmt, name in zip(options.formats, names):
+                write_mesh(mesh.polydata, tmp / name, fmt, options.coordinates)
+            voxels = int(np.count_nonzero(labelmap.array == mesh.value))
+            report = {"segment": mesh.name, "label_value": mesh.value, "files": names,
+                      "coordinates": options.coordinates, "voxel_volume_mm3": voxels * voxel_mm3,
+                      **mesh_report(mesh.polydata)}
+            _write_json(tmp / f"{mesh.stem}.report.json", report)
+            reports.append(report)
+            files += [folder / n for n in names]
+        sidecar = None
+        if provenance is not None:
+            _write_json(tmp / "provenance.json", {**provenance, "mesh_options": options.to_json(), "meshes": reports})
+            sidecar = folder / "provenance.json"
+    return MeshExport(folder, files, reports, sidecar)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")

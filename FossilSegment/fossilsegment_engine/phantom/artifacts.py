@@ -25,7 +25,7 @@ def scanner_settings(rng: np.random.Generator) -> dict:
         "blur_sigma_k_vox": round(float(rng.uniform(0.3, 1.0)), 3),
         "noise": round(float(rng.uniform(0.01, 0.08)), 4),
         "noise_correlation": round(float(rng.choice([0.0, rng.uniform(0.4, 0.9)])), 3),
-        "cupping": round(float(rng.uniform(0.0, 0.25)), 4),
+        "cupping": round(float(rng.uniform(0.0, 0.12)), 4),
         "ring_count": int(rng.integers(0, 12)),
         "ring_amplitude": round(float(rng.uniform(0.0, 0.08)), 4),
         "streak_amplitude": round(float(rng.uniform(0.02, 0.25)), 4),

@@ -89,7 +89,7 @@ def contrast_floor(rng: np.random.Generator, att: np.ndarray, solid: np.ndarray,
         return {"contrast_floor": 0.0, "contrast_shift": 0.0}
     seen = ndimage.gaussian_filter(att, blur)
     diff = float(seen[solid].mean() - seen[near].mean())
-    floor = max(float(rng.uniform(0.05, 0.12)), noise, float(rng.uniform(0.7, 1.5)) * float(seen[near].std()))
+    floor = max(float(rng.uniform(0.06, 0.15)), noise, float(rng.uniform(0.8, 1.6)) * float(seen[near].std()))
     del seen
     kept = float(ndimage.gaussian_filter(solid.astype(np.float32), blur)[solid].mean())
     shift = 0.0

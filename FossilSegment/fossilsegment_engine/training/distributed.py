@@ -61,6 +61,13 @@ def broadcast_float(value: float, info: DistInfo, device: torch.device) -> float
     return float(t.item())
 
 
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""
+    if info.enabled:
+        for buf in model.buffers():
+            dist.broadcast(buf.data, src=0)
+
+
 def teardown(info: DistInfo) -> None:
     if info.initialised_here and dist.is_initialized():
         dist.destroy_process_group()

@@ -204,7 +204,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=config.encoder_depth < 5)  # shallow smp encoders keep unused stages
+            find_unused_parameters=config.encoder_depth < 5 and not config.encoder.startswith("tu-"))  # smp keeps unused stages
 
     loss_fn = DiceCELoss()
     aug = AugmentOptions(enabled=opts.augment)
@@ -277,6 +277,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
             with open(out / LOG_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
         distributed.barrier(info)
+    distributed.broadcast_buffers(model, info)  # BatchNorm statistics: rank 0's everywhere
     best_score = distributed.broadcast_float(best_score, info, torch.device("cpu") if device.type == "cpu" else device)
     return TrainResult(out, model, best_score, best_epoch, history)
 
