@@ -13,7 +13,7 @@ from FossilSegmentLib.logic import FossilSegmentLogic  # noqa: F401  (Slicer fin
 from FossilSegmentLib.tests import FossilSegmentTest  # noqa: F401
 from FossilSegmentLib.widget import FossilSegmentWidget  # noqa: F401
 
-DEMO_FILE = "fossil_demo_phantom.nrrd"
+DEMO_FILE = "fossil_demo_phantom.nrrd"  # = fossilsegment_engine.resources.DEMO_SCAN.name
 
 
 class FossilSegment(ScriptedLoadableModule):
@@ -41,13 +41,14 @@ PyTorch and segmentation-models-pytorch.
 
 
 def demoScanPath():
-    """The bundled demo scan: in the module's Resources (installed) or the extension's (source tree)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for folder in (os.path.join(here, "Resources", "SampleData"), os.path.join(here, "..", "Resources", "SampleData")):
-        path = os.path.normpath(os.path.join(folder, DEMO_FILE))
-        if os.path.isfile(path):
-            return path
-    return None
+    """The bundled demo scan (installed module: its Resources/; source tree: the extension's), or None."""
+    from fossilsegment_engine.errors import FossilSegmentError
+    from fossilsegment_engine.resources import DEMO_SCAN, resource_path
+
+    try:
+        return str(resource_path(DEMO_SCAN))
+    except FossilSegmentError:
+        return None
 
 
 def registerSampleData():

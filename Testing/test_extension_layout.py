@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -41,23 +40,6 @@ def test_module_cmake_lists_every_module_file() -> None:
     assert resource_files - resources == set(), "resources missing from MODULE_PYTHON_RESOURCES"
     assert {r for r in resources if not (MODULE / r).is_file()} == set()
     assert "slicer_add_python_unittest" in text
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def test_engine_never_imports_slicer_qt_or_ctk() -> None:
-    offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & {"slicer", "qt", "ctk", "vtkmodules.qt"})
-                 for p in ENGINE.rglob("*.py")}
-    assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_module_file_is_thin() -> None:
