@@ -68,18 +68,19 @@ def test_4d_image(tmp_path: Path) -> None:
         read_volume(path)
 
 
-def test_rgb_and_vector_images(tmp_path: Path) -> None:
+def test_rgb_is_accepted_but_vector_images_and_rgb_labelmaps_are_not(tmp_path: Path) -> None:
+    """Issue 5: RGB volumes become luminance (tested in test_io_colour.py); vectors are still refused."""
     rgb = _write_itk(np.arange(4 * 5 * 6 * 3, dtype=np.uint8).reshape(4, 5, 6, 3), tmp_path / "rgb.nrrd", True)
-    with pytest.raises(InputError, match=r"rgb\.nrrd has RGB pixels \(3 components"):
-        read_volume(rgb)
+    assert read_volume(rgb).shape == (4, 5, 6)
+    with pytest.raises(InputError, match=r"labelmap .*rgb\.nrrd has RGB/RGBA pixels"):
+        read_labelmap(rgb)
     vec = _write_itk(np.zeros((4, 5, 6, 2), dtype=np.float32), tmp_path / "vec.mha", True)
     with pytest.raises(InputError, match="2 components per voxel"):
         read_volume(vec)
     folder = tmp_path / "rgb_slices"
     folder.mkdir()
-    for k in range(3):
-        tifffile.imwrite(folder / f"s{k}.tif", np.full((6, 7, 3), k, dtype=np.uint8), photometric="rgb")
-    with pytest.raises(InputError, match=r"s0\.tif has RGB pixels"):
+    tifffile.imwrite(folder / "s0.tif", np.full((6, 7, 3), 9, dtype=np.uint8), photometric="rgb")
+    with pytest.raises(InputError, match=r"single slice"):
         read_volume(folder)
 
 

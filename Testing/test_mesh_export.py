@@ -50,6 +50,11 @@ def test_formats_reports_and_sidecar(tmp_path: Path) -> None:
     assert bone["watertight"] and bone["connected_components"] == 1
     assert tooth["connected_components"] == 2
     assert bone["surface_area_mm2"] > 0
+    mesh = build_meshes(vol, CLASSES)[0].polydata  # point normals point outwards (away from the ball's centre)
+    points = numpy_support.vtk_to_numpy(mesh.GetPoints().GetData())
+    normals = numpy_support.vtk_to_numpy(mesh.GetPointData().GetNormals())
+    outward = np.einsum("ij,ij->i", normals, points - points.mean(axis=0))
+    assert (outward > 0).mean() > 0.99
     sidecar = json.loads((tmp_path / "m" / "provenance.json").read_text())
     assert sidecar["model"] == "m1" and sidecar["mesh_options"]["smoothing"] == 0.5
     assert [m["segment"] for m in sidecar["meshes"]] == ["Bone", "Tooth"]

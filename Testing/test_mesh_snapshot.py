@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +44,22 @@ def test_snapshot_skips_with_warning_when_rendering_unavailable(tmp_path: Path, 
         assert snapshot.write_snapshot_png(_meshes(), tmp_path / "snap.png") is None
     assert "3D snapshot skipped" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_snapshot_skips_with_warning_when_renderer_cannot_start(tmp_path: Path, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(snapshot, "_child_command", lambda job: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    with caplog.at_level(logging.WARNING):
+        assert snapshot.write_snapshot_png(_meshes(), tmp_path / "snap.png") is None
+    assert "cannot render offscreen" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_imports_fine_after_a_snapshot(tmp_path: Path) -> None:
+    """Mesa's LLVM in the same process as triton crashes; the snapshot must keep OpenGL out of this process."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_mesh_snapshot import _meshes; "
+            "from fossilsegment_engine.io import snapshot; "
+            "snapshot.write_snapshot_png(_meshes(), sys.argv[2]); import torch._dynamo; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path / "s.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")

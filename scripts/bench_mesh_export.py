@@ -126,8 +126,8 @@ def main() -> int:
                       flush=True)
         figures = {}
         for name in runs:
-            files = sorted((Path(tmp) / f"{name}0").glob("*.stl"))
-            figures[name] = {p.stem: stl_volume(p) for p in files}
+            files = sorted((Path(tmp) / f"{name}0").glob("*.stl"))  # Slicer prefixes the node name
+            figures[name] = {c["name"]: stl_volume(p) for p in files for c in CLASSES if p.stem.endswith(c["name"])}
     for name, rs in runs.items():
         exports = [r["export"] for r in rs]
         print(f"{name}: export (surface + STL write) best {min(exports):.2f} s, median {statistics.median(exports):.2f} s")

@@ -106,9 +106,12 @@ def labelmap_to_polydata(
         reverse.SetInputConnection(last.GetOutputPort())
         reverse.ReverseCellsOn()
         last = reverse
+    # Point normals for shading (PLY/OBJ, snapshots). Flying edges already winds every triangle
+    # consistently (outwards), so the costly consistency pass Slicer runs here (about half of the
+    # export time) would change nothing: it is off.
     normals = vtk.vtkPolyDataNormals()
     normals.SetInputConnection(last.GetOutputPort())
-    normals.ConsistencyOn()
+    normals.ConsistencyOff()
     normals.SplittingOff()
     normals.AutoOrientNormalsOff()
     normals.Update()

@@ -1,14 +1,21 @@
 """A 3D picture of meshes rendered offscreen with VTK (EGL/OSMesa when there is no display).
 
 The camera looks from the front (anterior) and a little from the right and above, superior up, with the
-meshes filling the frame. When this VTK cannot render offscreen (no OpenGL), :func:`write_snapshot_png`
-logs a warning and returns None instead of failing the run.
+meshes filling the frame. :func:`write_snapshot_png` renders in a **child process**: Mesa's software
+OpenGL loads its own LLVM, and a process that has loaded it crashes when it later imports ``triton``
+(pulled in by ``torch._dynamo``/``torchvision``); a child also turns a VTK abort on a machine without
+OpenGL into a logged warning (no PNG) instead of a dead run. Run as ``python -m
+fossilsegment_engine.io.snapshot JOB.json`` it renders one job (exit 3: cannot render offscreen here).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,21 +28,43 @@ from ..errors import OutputError
 
 log = logging.getLogger(__name__)
 
-#: meshes above this many triangles are decimated (quadric) for the picture only
+#: meshes above this many triangles are simplified (quadric clustering) for the picture only
 SNAPSHOT_MAX_TRIANGLES = 1_000_000
 _BACKGROUND = (0.12, 0.12, 0.14)
+SNAPSHOT_TIMEOUT_S = 600
+_CANNOT_RENDER = 3  # child exit code
+_CHOICE: list[bool] = []  # cached answer of offscreen_supported()
+_CHILD_CHOICE: list[bool] = []  # cached answer of can_render_offscreen()
 
 
-_CHOICE: list[bool] = []  # cached answer of can_render_offscreen()
+def _disabled() -> bool:
+    return os.environ.get("FOSSILSEGMENT_NO_SNAPSHOT", "") not in ("", "0")
 
 
 def can_render_offscreen() -> bool:
-    """True when VTK can open an offscreen OpenGL context (``FOSSILSEGMENT_NO_SNAPSHOT=1`` forces False).
+    """True when a child process can render offscreen (``FOSSILSEGMENT_NO_SNAPSHOT=1`` forces False).
+
+    Safe to call from any process: no OpenGL library is loaded here.
+    """
+    if _disabled():
+        return False
+    if not _CHILD_CHOICE:
+        code = "import sys; from fossilsegment_engine.io.snapshot import offscreen_supported as s; sys.exit(0 if s() else 3)"
+        try:
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False)
+            _CHILD_CHOICE.append(done.returncode == 0)
+        except (OSError, subprocess.TimeoutExpired):
+            _CHILD_CHOICE.append(False)
+    return _CHILD_CHOICE[0]
+
+
+def offscreen_supported() -> bool:
+    """True when VTK can open an offscreen OpenGL context **in this process** (loads OpenGL here).
 
     Without a display, EGL then OSMesa are tried (through ``VTK_DEFAULT_OPENGL_WINDOW``), which also
     avoids VTK's X-server warning.
     """
-    if os.environ.get("FOSSILSEGMENT_NO_SNAPSHOT", "") not in ("", "0"):
+    if _disabled():
         return False
     if _CHOICE:
         return _CHOICE[0]
@@ -63,11 +92,15 @@ def _for_picture(polydata: vtk.vtkPolyData, max_triangles: int) -> vtk.vtkPolyDa
     n = polydata.GetNumberOfPolys()
     if n <= max_triangles:
         return polydata
-    decimate = vtk.vtkQuadricDecimation()
-    decimate.SetInputData(polydata)
-    decimate.SetTargetReduction(1.0 - max_triangles / n)
-    decimate.Update()
-    return decimate.GetOutput()
+    cluster = vtk.vtkQuadricClustering()  # fast, O(n): fine for a picture
+    cluster.SetInputData(polydata)
+    cluster.AutoAdjustNumberOfDivisionsOn()
+    cluster.SetNumberOfDivisions(*[int((max_triangles / 2) ** (1 / 2) * 0.8)] * 3)
+    cluster.Update()
+    normals = vtk.vtkPolyDataNormals()
+    normals.SetInputConnection(cluster.GetOutputPort())
+    normals.Update()
+    return normals.GetOutput()
 
 
 def render_snapshot(
@@ -78,7 +111,8 @@ def render_snapshot(
 ) -> np.ndarray:
     """RGB uint8 array (height, width, 3) of ``(polydata, colour 0–1)`` pairs seen from the front.
 
-    Call :func:`can_render_offscreen` first: VTK may abort the process when no OpenGL is available.
+    Renders in this process: call :func:`offscreen_supported` first (VTK may abort without OpenGL), and
+    see the module notes before using it in a process that will import torch (use :func:`write_snapshot_png`).
     """
     width, height = int(size[0]), int(size[1])
     if width < 16 or height < 16:
@@ -133,24 +167,78 @@ def write_snapshot_png(
     coordinates: str = "LPS",
     force: bool = False,
 ) -> Path | None:
-    """Render ``meshes`` and write the PNG atomically; None (with a logged warning) when rendering is unavailable."""
+    """Render ``meshes`` in a child process and write the PNG atomically.
+
+    Returns None, with a logged warning and no file, when offscreen rendering is unavailable or fails.
+    """
     path = Path(path)
     check_can_write(path, force)
     if not meshes:
         raise OutputError(f"no mesh to render into {path}")
-    if not can_render_offscreen():
-        log.warning("3D snapshot skipped: VTK cannot render offscreen here (no OpenGL/EGL/OSMesa); "
-                    "%s not written", path)
+    if _disabled():
+        log.warning("3D snapshot skipped (FOSSILSEGMENT_NO_SNAPSHOT is set); %s not written", path)
         return None
-    rgb = render_snapshot(meshes, size, coordinates)
+    try:
+        with tempfile.TemporaryDirectory(prefix="fossilsegment-snapshot-") as tmp, atomic_path(path, force) as out:
+            job = {"png": str(out), "size": [int(size[0]), int(size[1])], "coordinates": coordinates, "meshes": []}
+            for n, (polydata, color) in enumerate(meshes):
+                mesh_path = Path(tmp) / f"mesh{n}.vtp"
+                writer = vtk.vtkXMLPolyDataWriter()
+                writer.SetInputData(_for_picture(polydata, SNAPSHOT_MAX_TRIANGLES))
+                writer.SetFileName(str(mesh_path))
+                writer.SetDataModeToAppended()
+                writer.EncodeAppendedDataOff()
+                writer.SetCompressorTypeToNone()
+                if not writer.Write():
+                    raise OutputError(f"cannot write a temporary mesh for the snapshot in {tmp}")
+                job["meshes"].append({"path": str(mesh_path), "color": [float(c) for c in color[:3]]})
+            job_path = Path(tmp) / "job.json"
+            job_path.write_text(json.dumps(job), encoding="utf-8")
+            try:
+                done = subprocess.run(_child_command(job_path), capture_output=True, text=True,
+                                      timeout=SNAPSHOT_TIMEOUT_S, check=False)
+                code, detail = done.returncode, (done.stderr or "").strip().splitlines()[-1:] or [""]
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                code, detail = -1, [str(exc)]
+            if code != 0 or out.stat().st_size == 0:
+                reason = ("VTK cannot render offscreen here (no OpenGL/EGL/OSMesa)" if code == _CANNOT_RENDER
+                          else f"the renderer failed (exit {code}: {detail[0]})")
+                log.warning("3D snapshot skipped: %s; %s not written", reason, path)
+                raise _Skip()
+    except _Skip:
+        return None
+    return path
+
+
+class _Skip(Exception):
+    """Internal: leave the atomic block without writing."""
+
+
+def _child_command(job_path: Path) -> list[str]:
+    return [sys.executable, "-m", "fossilsegment_engine.io.snapshot", str(job_path)]
+
+
+def _render_job(job_path: str) -> int:
+    """Child process body: render the job's meshes into its PNG; exit code 3 when OpenGL is unavailable."""
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    if not offscreen_supported():
+        return _CANNOT_RENDER
+    meshes = []
+    for mesh in job["meshes"]:
+        reader = vtk.vtkXMLPolyDataReader()
+        reader.SetFileName(mesh["path"])
+        reader.Update()
+        meshes.append((reader.GetOutput(), mesh["color"]))
+    rgb = render_snapshot(meshes, tuple(job["size"]), job["coordinates"])
     image = vtk.vtkImageData()
     image.SetDimensions(rgb.shape[1], rgb.shape[0], 1)
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(rgb[::-1].reshape(-1, 3).copy(), deep=True))
-    with atomic_path(path, force) as tmp:
-        writer = vtk.vtkPNGWriter()
-        writer.SetInputData(image)
-        writer.SetFileName(str(tmp))
-        writer.Write()
-        if writer.GetErrorCode():
-            raise OutputError(f"cannot write {path}: VTK PNG writer error {writer.GetErrorCode()}")
-    return path
+    writer = vtk.vtkPNGWriter()
+    writer.SetInputData(image)
+    writer.SetFileName(job["png"])
+    writer.Write()
+    return 1 if writer.GetErrorCode() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_render_job(sys.argv[1]))

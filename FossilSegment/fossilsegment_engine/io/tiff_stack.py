@@ -1,5 +1,9 @@
 """Slice stacks: a folder of TIFF/PNG slices (natural file-name order) or one multipage TIFF.
 
+Greyscale slices of any integer/float type (8-bit included) are read as they are; RGB/RGBA slices (e.g.
+photographs of serial grinding) come back as ``[k, j, i, c]`` and :func:`..volume_io.read_volume` turns
+them into luminance.
+
 Voxel size comes, in this order, from the ``spacing`` argument, the TIFF metadata (ImageJ ``unit`` /
 ``spacing`` and the resolution tags, or a PNG ``pHYs`` chunk), else 1.0 mm with a logged warning.
 When only the in-plane size is known the slices are taken as isotropic (z = x), with a warning.
@@ -130,8 +134,10 @@ def _tiff_info(path: Path) -> tuple[_SliceInfo, Spacing3]:
             series = tif.series[0]
             info = _SliceInfo(tuple(series.shape), str(series.dtype), 1)
             spacing = tiff_spacing(tif)
-            if "S" in series.axes:
-                info = _SliceInfo(info.shape, info.dtype, int(series.shape[series.axes.index("S")]))
+            if "S" in series.axes:  # colour samples: the shape is the spatial one, the samples are components
+                s_axis = series.axes.index("S")
+                spatial = tuple(n for a, n in zip(series.axes, series.shape) if a != "S")
+                info = _SliceInfo(spatial, info.dtype, int(series.shape[s_axis]))
     except _TIFF_ERRORS as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     return info, spacing
@@ -191,7 +197,15 @@ def read_slice_folder(folder: Path, spacing: Optional[Sequence[float]] = None) -
             raise InputError(f"cannot read {path}: {reason}") from exc
     assert array is not None
     source = f"slice folder {folder}"
+    array = samples_last(array, first.components)
     return array, resolve_spacing(found, spacing, source), "tiff-slices" if is_tiff else "png-slices"
+
+
+def samples_last(array: np.ndarray, components: int) -> np.ndarray:
+    """A ``[k, c, j, i]`` colour stack (planar TIFF) as ``[k, j, i, c]``; other arrays unchanged."""
+    if components > 1 and array.ndim == 4 and array.shape[-1] != components and array.shape[1] == components:
+        return np.moveaxis(array, 1, -1)
+    return array
 
 
 def read_multipage_tiff(path: Path, spacing: Optional[Sequence[float]] = None) -> tuple[np.ndarray, tuple[float, float, float], str]:
@@ -203,4 +217,4 @@ def read_multipage_tiff(path: Path, spacing: Optional[Sequence[float]] = None) -
         array = tifffile.imread(path)
     except _TIFF_ERRORS as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
-    return array, resolve_spacing(found, spacing, str(path)), "tiff-multipage"
+    return samples_last(array, info.components), resolve_spacing(found, spacing, str(path)), "tiff-multipage"

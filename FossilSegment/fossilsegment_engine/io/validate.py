@@ -12,17 +12,39 @@ from ..errors import InputError
 _CHUNK_VOXELS = 1 << 24
 
 
+#: ITU-R BT.601 luma weights (R, G, B), as PIL ``convert("L")``, OpenCV and MATLAB ``rgb2gray`` use.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+LUMA_STANDARD = "ITU-R BT.601"
+
+
 def check_components(n_components: int, source: str) -> None:
-    """Reject vector / RGB pixels: the one place to change when RGB stacks become accepted (issue 5)."""
-    if n_components == 1:
+    """Accept greyscale, RGB and RGBA pixels (colour becomes luminance, :func:`to_luminance`); reject vectors."""
+    if n_components in (1, 3, 4):
         return
-    if n_components in (3, 4):
-        kind = "RGB" if n_components == 3 else "RGBA"
-        raise InputError(
-            f"{source} has {kind} pixels ({n_components} components per voxel); "
-            "need a greyscale (single-component) volume: convert it to greyscale first"
-        )
     raise InputError(f"{source} has {n_components} components per voxel (a vector image); need a single-component volume")
+
+
+def to_luminance(array: np.ndarray, source: str) -> tuple[np.ndarray, str]:
+    """``[k, j, i, 3|4]`` RGB(A) → ``[k, j, i]`` BT.601 luminance (alpha ignored) and a note saying so.
+
+    Integer input keeps its type (rounded); float input becomes float32.
+    """
+    n = array.shape[-1]
+    if n not in (3, 4):
+        raise InputError(f"{source} has {n} components per voxel; need greyscale, RGB or RGBA")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)) or array.dtype == bool:
+        raise InputError(f"{source} has unsupported voxel type {array.dtype}; need integer or floating-point voxels")
+    out = np.empty(array.shape[:-1], dtype=np.float32)
+    for k in range(array.shape[0]):  # slice by slice: no full-size float64 temporary
+        rgb = array[k, ..., :3].astype(np.float32)
+        out[k] = rgb @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        out = np.clip(np.rint(out), info.min, info.max).astype(array.dtype)
+    kind = "RGB" if n == 3 else "RGBA (alpha ignored)"
+    note = (f"{source}: {kind} {array.dtype} pixels converted to greyscale luminance with {LUMA_STANDARD} weights "
+            f"{LUMA_WEIGHTS} (e.g. photographs of serial grinding/sections)")
+    return out, note
 
 
 def check_shape(shape: tuple[int, ...], source: str) -> None:

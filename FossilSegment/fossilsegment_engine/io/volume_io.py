@@ -25,7 +25,15 @@ from .tiff_stack import (
     read_slice_folder,
     resolve_spacing,
 )
-from .validate import check_components, check_shape, short_itk_reason, validate_array
+from .validate import (
+    LUMA_STANDARD,
+    LUMA_WEIGHTS,
+    check_components,
+    check_shape,
+    short_itk_reason,
+    to_luminance,
+    validate_array,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +127,10 @@ def _read_npy(path: Path, spacing: Optional[Sequence[float]]) -> tuple[np.ndarra
         raise InputError(f"cannot read {path}: {exc}") from exc
     if not isinstance(array, np.ndarray):
         raise InputError(f"cannot read {path}: not a single NumPy array")
-    if array.ndim == 4 and array.shape[-1] in (3, 4):
-        check_components(array.shape[-1], str(path))
-    check_shape(array.shape, str(path))
+    if array.ndim == 4 and array.shape[-1] in (3, 4):  # an RGB(A) stack: read_volume makes it luminance
+        check_shape(array.shape[:3], str(path))
+    else:
+        check_shape(array.shape, str(path))
     return array, (resolve_spacing((None, None, None), spacing, str(path)), (0.0, 0.0, 0.0), IDENTITY_DIRECTION), "npy"
 
 
@@ -154,12 +163,24 @@ def read_volume(path: Path | str, spacing: Optional[Sequence[float]] = None) -> 
 
     ``spacing`` = (si, sj, sk) mm is the voxel size for slice stacks and ``.npy`` (it wins over TIFF
     metadata); for formats that store geometry it overrides the stored voxel size (logged).
-    Raises :class:`InputError` for a missing/unreadable input or one that is not 3D, has several
-    components (RGB, vectors), holds NaN/Inf, is empty or is constant.
+    RGB/RGBA voxels (photographs of serial sections) become BT.601 luminance, with a logged warning and a
+    note in ``meta["notes"]`` (and ``meta["colour_conversion"]``). Raises :class:`InputError` for a
+    missing/unreadable input or one that is not 3D, is a vector image, holds NaN/Inf, is empty or is constant.
     """
     array, (sp, origin, direction), fmt, path = _read_raw(path, spacing)
+    meta = {"source_path": str(path), "source_format": fmt}
+    if is_colour(array):
+        array, note = to_luminance(array, str(path))
+        log.warning("%s", note)
+        meta.update(notes=[note], colour_conversion={"from": "RGBA" if note.find("RGBA") >= 0 else "RGB",
+                                                      "weights": list(LUMA_WEIGHTS), "standard": LUMA_STANDARD})
     validate_array(array, str(path))
-    return Volume(array, sp, origin, direction, meta={"source_path": str(path), "source_format": fmt})
+    return Volume(array, sp, origin, direction, meta=meta)
+
+
+def is_colour(array: np.ndarray) -> bool:
+    """True for a ``[k, j, i, 3|4]`` RGB(A) array as the readers return colour stacks."""
+    return array.ndim == 4 and array.shape[-1] in (3, 4)
 
 
 def _geometry_text(v: Volume) -> str:
@@ -185,6 +206,8 @@ def read_labelmap(path: Path | str, like: Optional[Volume] = None) -> Volume:
     path = Path(path)
     is_geometry_free = path.is_dir() or _suffix(path) in TIFF_SUFFIXES + (".npy",)
     array, (sp, origin, direction), fmt, path = _read_raw(path, geometry_free_spacing if is_geometry_free else None)
+    if is_colour(array):
+        raise InputError(f"labelmap {path} has RGB/RGBA pixels ({array.shape[-1]} components); need integer labels")
     check_shape(tuple(array.shape), str(path))
     array = _as_labels(array, path)
     labels = Volume(array, sp, origin, direction, meta={"source_path": str(path), "source_format": fmt})

@@ -8,12 +8,11 @@ depends on the scanner effects.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError
 from ..volume import Volume
 from . import artifacts
-from .grid import Grid
+from .grid import Grid, distance_outside
 from .matrix import block, cracks, inclusions, rock, voids
 from .shapes import FAMILY_BUILDERS
 from .texture import bone_and_tooth, cavity_fill, contrast_floor, rind
@@ -78,7 +77,7 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
     att[cavity] = fill
     att[void & (labels == MATRIX) & ~cavity] = np.float32(0.02)
     solid = labels > 0
-    dist = ndimage.distance_transform_edt(~solid, sampling=(grid.az, 1.0, 1.0)).astype(np.float32)
+    dist = distance_outside(solid, grid.az, reach=6.0)
     halo, halo_amp, halo_info = rind(grid, rng, dist)
     att[halo] += np.float32(halo_amp)
     att[solid] = np.float32(1.0) + (solid_att[solid] - np.float32(1.0)) * np.float32(contrast)

@@ -57,19 +57,33 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float,
     """
     sig = np.array([sigma / az] + [sigma] * (len(shape) - 1), dtype=float)
     factor = max(1.0, float(sigma) / 2.5)
-    coarse = tuple(max(2, int(np.ceil(n / factor)) + 1) for n in shape)
+    coarse = tuple(shape) if factor == 1.0 else tuple(max(2, int(np.ceil(n / factor)) + 1) for n in shape)
     white = rng.standard_normal(coarse).astype(np.float32)
     field = ndimage.gaussian_filter(white, np.maximum(sig / factor, 0.3), mode="wrap")
     if coarse != tuple(shape):
-        zoom = [n / c for n, c in zip(shape, coarse)]
-        field = ndimage.zoom(field, zoom, order=1, mode="nearest", grid_mode=True)
-        field = field[tuple(slice(0, n) for n in shape)]
-        if field.shape != tuple(shape):  # rounding: pad by edge values
-            pad = [(0, n - m) for n, m in zip(shape, field.shape)]
-            field = np.pad(field, pad, mode="edge")
+        field = upsample_linear(field, tuple(shape))
     field -= field.mean()
     std = float(field.std())
     return field / std if std > 0 else field
+
+
+def upsample_linear(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Separable linear interpolation of ``arr`` onto ``shape`` (corners aligned); fast and memory-light."""
+    out = arr
+    for axis, n in enumerate(shape):
+        m = out.shape[axis]
+        if m == n:
+            continue
+        pos = np.linspace(0.0, m - 1.0, n, dtype=np.float64)
+        i0 = np.minimum(pos.astype(np.int64), m - 2) if m > 1 else np.zeros(n, np.int64)
+        w = (pos - i0).astype(np.float32) if m > 1 else np.zeros(n, np.float32)
+        view = [None] * out.ndim
+        view[axis] = slice(None)
+        w = w[tuple(view)]
+        lo = np.take(out, i0, axis=axis)
+        hi = np.take(out, np.minimum(i0 + 1, m - 1), axis=axis)
+        out = lo + w * (hi - lo)
+    return out.astype(np.float32, copy=False)
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -172,3 +186,29 @@ def halfspace_cut(grid: Grid, normal: np.ndarray, point: np.ndarray, rough: np.n
     if rough is not None:
         s = s + roughness * rough
     return np.broadcast_to(s > 0, grid.shape)
+
+
+def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...] | None:
+    """Index box of the true voxels of ``mask`` grown by ``pad`` (clipped), or ``None`` if empty."""
+    sl = ndimage.find_objects(mask.astype(np.uint8))
+    if not sl or sl[0] is None:
+        return None
+    return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl[0], mask.shape))
+
+
+def distance_inside(mask: np.ndarray, az: float) -> np.ndarray:
+    """Distance (in-plane voxel units) from each true voxel to the nearest false one; 0 outside."""
+    out = np.zeros(mask.shape, dtype=np.float32)
+    box = _bbox(mask, 1)
+    if box is not None:
+        out[box] = ndimage.distance_transform_edt(mask[box], sampling=(az, 1.0, 1.0))
+    return out
+
+
+def distance_outside(mask: np.ndarray, az: float, reach: float) -> np.ndarray:
+    """Distance from each false voxel to the nearest true one, exact up to ``reach`` (``FAR`` beyond)."""
+    out = np.full(mask.shape, FAR, dtype=np.float32)
+    box = _bbox(mask, int(np.ceil(reach)) + 1)
+    if box is not None:
+        out[box] = ndimage.distance_transform_edt(~mask[box], sampling=(az, 1.0, 1.0))
+    return out

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from .grid import (Grid, capsule_sdf, ellipsoid_sdf, random_curve, random_rotation, random_unit,
+from .grid import (FAR, Grid, capsule_sdf, ellipsoid_sdf, random_curve, random_rotation, random_unit,
                    sheet_sdf, smooth_noise)
 from .teeth import tooth_row
 
@@ -234,6 +234,7 @@ def fragments(grid: Grid, rng: np.random.Generator, teeth: bool) -> Parts:
     bone = _empty(grid)
     tooth = _empty(grid)
     n_pieces = int(rng.integers(10, 36))
+    ribs, scratch = grid.empty(), grid.empty()
     kinds = []
     for _ in range(n_pieces):
         kind = str(rng.choice(["chunk", "shard", "splinter", "rib"]))
@@ -241,20 +242,17 @@ def fragments(grid: Grid, rng: np.random.Generator, teeth: bool) -> Parts:
         c = _in_volume_point(rng, grid, 0.05)
         size = rng.uniform(4.0, 18.0) * s
         if kind == "rib":
-            d = random_unit(rng)
-            tmp = grid.empty()
-            capsule_sdf(grid, tmp, random_curve(rng, c, d, size * 2.5, n=6, bend=0.15),
+            capsule_sdf(grid, ribs, random_curve(rng, c, random_unit(rng), size * 2.5, n=6, bend=0.15),
                         rng.uniform(0.7, 2.5) * s ** 0.5)
-            bone |= tmp < 0
             continue
         radii = size * rng.uniform(0.4, 1.0, 3)
         if kind == "splinter":
             radii = np.array([size * 1.5, rng.uniform(0.8, 2.5), rng.uniform(0.8, 2.5)])
-        tmp = grid.empty()
-        sl = ellipsoid_sdf(grid, tmp, c, radii, random_rotation(rng), margin=3.0)
+        sl = ellipsoid_sdf(grid, scratch, c, radii, random_rotation(rng), margin=3.0)
         if sl is None:
             continue
-        sub = tmp[sl]
+        sub = scratch[sl].copy()
+        scratch[sl] = FAR  # reuse the scratch field for the next piece
         shp = sub.shape
         sub += rng.uniform(0.3, 1.5) * smooth_noise(rng, shp, max(2.0, size / 3), grid.az)
         piece = np.abs(sub) < rng.uniform(0.5, 1.6) if kind == "shard" else sub < 0
@@ -265,6 +263,7 @@ def fragments(grid: Grid, rng: np.random.Generator, teeth: bool) -> Parts:
             sd = n[0] * (z - c[0]) + n[1] * (y - c[1]) + n[2] * (x - c[2]) - off
             piece &= (sd + 0.7 * smooth_noise(rng, shp, 2.0, grid.az)) < 0
         bone[sl] |= piece
+    bone |= ribs < 0
     params: dict = {"pieces": n_pieces, "kinds": kinds}
     if teeth:
         tsdf = grid.empty()

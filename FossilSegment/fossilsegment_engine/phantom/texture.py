@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .grid import Grid, smooth_noise
+from .grid import Grid, distance_inside, smooth_noise
 from .shapes import Parts
 
 
@@ -18,7 +18,7 @@ def bone_and_tooth(grid: Grid, rng: np.random.Generator, parts: Parts, high_z: f
     """Attenuation inside bone and tooth voxels (float32 full grid) and the enamel mask."""
     s = grid.scale
     solid = parts.bone | parts.tooth
-    depth = ndimage.distance_transform_edt(solid, sampling=(grid.az, 1.0, 1.0)).astype(np.float32)
+    depth = distance_inside(solid, grid.az)
     cortex_t = rng.uniform(0.8, 3.0) * s ** 0.5
     cortex_boost = rng.uniform(-0.02, 0.15)
     patch_amp = rng.uniform(0.02, 0.1)
@@ -65,7 +65,8 @@ def cavity_fill(grid: Grid, rng: np.random.Generator, matrix: np.ndarray, cavity
 def rind(grid: Grid, rng: np.random.Generator, dist: np.ndarray) -> tuple[np.ndarray, float, dict]:
     """A thin halo in the matrix around bone: clay/shrinkage gap (dark) or mineral coating (bright).
 
-    ``dist`` is the distance from bone/tooth (0 inside). Returns the halo mask (matrix side only), its attenuation offset (0 when absent) and info.
+    ``dist`` is the distance from bone/tooth (0 inside). Returns the halo mask (matrix side only),
+    its attenuation offset (0 when absent) and info.
     """
     if rng.random() < 0.35:
         return np.zeros(grid.shape, dtype=bool), 0.0, {"rind": "none"}

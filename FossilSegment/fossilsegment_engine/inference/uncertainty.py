@@ -1,0 +1,139 @@
+"""Per-voxel uncertainty of a segmentation, and the axial slices most worth correcting (issue 5).
+
+Methods (each returns the entropy of the mean class probabilities, divided by log(n_classes) → [0, 1]):
+
+- ``"tta"`` — test-time augmentation: the volume as it is and flipped left-right, up-down and both
+  (4 passes; each flip undone before averaging).
+- ``"views"`` — disagreement between views: the axial model run on axial, coronal and sagittal slices
+  (3 passes; the reslices are transposes of the array, no resampling).
+- ``"softmax"`` — the single axial pass's own entropy (1 pass; the cheap baseline).
+
+``scripts/bench_finetune.py`` measures which predicts error voxels better (AUROC) and which ranks the worst
+slices better (Spearman); :data:`DEFAULT_METHOD` is the winner there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import CancelToken, ProgressCallback, check_cancelled
+from ..volume import Volume
+
+METHODS = ("tta", "views", "softmax")
+#: chosen by scripts/bench_finetune.py (AUROC of uncertainty vs error voxels on held-out-family phantoms)
+DEFAULT_METHOD = "tta"
+
+#: (array → transformed array, probabilities (C, …) of the transformed array → probabilities in the original layout)
+_Pass = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+
+
+def _passes(method: str) -> list[_Pass]:
+    same = (lambda a: a, lambda p: p)
+    if method == "softmax":
+        return [same]
+    if method == "tta":
+        return [same,
+                (lambda a: a[:, :, ::-1], lambda p: p[..., ::-1]),
+                (lambda a: a[:, ::-1, :], lambda p: p[..., ::-1, :]),
+                (lambda a: a[:, ::-1, ::-1], lambda p: p[..., ::-1, ::-1])]
+    if method == "views":
+        return [same,
+                (lambda a: a.transpose(1, 0, 2), lambda p: p.transpose(0, 2, 1, 3)),  # coronal: slices along j
+                (lambda a: a.transpose(2, 0, 1), lambda p: p.transpose(0, 2, 3, 1))]  # sagittal: slices along i
+    raise InputError(f"unknown uncertainty method {method!r}; choose one of: {', '.join(METHODS)}")
+
+
+def mean_probabilities(segmenter: Any, volume: Volume, method: str = DEFAULT_METHOD,
+                       progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> np.ndarray:
+    """Mean softmax probabilities ``(n_classes, K, J, I)`` float32 over the passes of ``method``."""
+    passes = _passes(method)
+    total = sum(forward(volume.array).shape[0] for forward, _ in passes)
+    done = 0
+    acc: np.ndarray | None = None
+    for forward, back in passes:
+        check_cancelled(cancel)
+        array = np.ascontiguousarray(forward(volume.array))
+        offset = done
+
+        def report(d: int, _t: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + d, total)
+
+        _, probs = segmenter.predict(Volume(array), progress=report, cancel=cancel, postprocess=None,
+                                     return_probabilities=True)
+        stacked = back(np.stack([p.array for p in probs])).astype(np.float32)
+        acc = stacked if acc is None else acc + stacked
+        done += array.shape[0]
+    assert acc is not None
+    acc /= 255.0 * len(passes)
+    return acc
+
+
+def normalized_entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy over axis 0 of class probabilities, divided by log(n_classes): float32 in [0, 1]."""
+    p = probs / np.maximum(probs.sum(axis=0, keepdims=True), 1e-12)
+    ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=0)
+    return np.clip(ent / np.log(max(probs.shape[0], 2)), 0.0, 1.0).astype(np.float32)
+
+
+def uncertainty_volume(segmenter: Any, volume: Volume, method: str = DEFAULT_METHOD,
+                       progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                       return_labels: bool = False) -> Volume | tuple[Volume, Volume]:
+    """Per-voxel uncertainty (float32 in [0, 1], ``volume``'s geometry); with ``return_labels`` also the
+    uint8 labelmap of the averaged probabilities (no clean-up)."""
+    _passes(method)  # unknown method → InputError before any work
+    probs = mean_probabilities(segmenter, volume, method, progress, cancel)
+    check_cancelled(cancel)
+    unc = volume.with_array(normalized_entropy(probs), uncertainty_method=method)
+    if not return_labels:
+        return unc
+    return unc, volume.with_array(probs.argmax(axis=0).astype(np.uint8))
+
+
+def slice_ranking(uncertainty: np.ndarray | Volume, exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
+    """Axial slices by mean uncertainty, highest first, as ``(k, mean)``; ``exclude`` (e.g. corrected) left out."""
+    array = uncertainty.array if isinstance(uncertainty, Volume) else np.asarray(uncertainty)
+    if array.ndim != 3:
+        raise InputError(f"uncertainty must be a 3D volume, got shape {array.shape}")
+    means = array.reshape(array.shape[0], -1).mean(axis=1)
+    skip = {int(k) for k in exclude}
+    order = sorted((k for k in range(array.shape[0]) if k not in skip), key=lambda k: (-means[k], k))
+    return [(int(k), float(means[k])) for k in order]
+
+
+def as_uint8(uncertainty: Volume) -> Volume:
+    """The uncertainty scaled to 0..255 uint8 (255 = maximal entropy)."""
+    return uncertainty.with_array(np.rint(np.clip(uncertainty.array, 0, 1) * 255).astype(np.uint8))
+
+
+def write_uncertainty(uncertainty: Volume, path: Path | str, force: bool = False, scaled_uint8: bool = False) -> Path:
+    """Write the uncertainty volume (float32 in [0, 1], or uint8 0..255 with ``scaled_uint8``), same geometry."""
+    from ..io.volume_io import write_volume
+
+    return write_volume(as_uint8(uncertainty) if scaled_uint8 else uncertainty, path, force=force)
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the boolean ``positive`` (rank formula, ties averaged)."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(score, dtype=np.float64).ravel()
+    pos = np.asarray(positive, dtype=bool).ravel()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (nan when either is constant)."""
+    from scipy.stats import spearmanr
+
+    if np.ptp(np.asarray(a, float)) == 0 or np.ptp(np.asarray(b, float)) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)

@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Segment the real fossil CT slice (paddlefish, no labels) as a one-slice volume and write an overlay PNG.
+
+    python scripts/real_slice_overlay.py [--model fossil-bone-v1] [--input slice_u16.npy] --out overlay.png
+
+Prints the fraction of pixels per class. The slice has no ground truth: judge the PNG by eye.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.io.overlay import write_overlay_png
+from fossilsegment_engine.volume import Volume
+
+DEFAULT_INPUT = Path("/work/shared/data/real/paddlefish_ct_slice/slice_u16.npy")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--input", type=Path, default=DEFAULT_INPUT)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--panel-size", type=int, default=768)
+    args = p.parse_args(argv)
+    array = np.load(args.input, allow_pickle=False)
+    if array.ndim != 2:
+        raise SystemExit(f"expected one 2D slice, got shape {array.shape}")
+    volume = Volume(array[None])
+    seg = Segmenter(args.model, device=args.device)
+    labels = seg.predict(volume)
+    for c in seg.classes:
+        print(f"{c['name']}: {np.mean(labels.array == c['value']):.4f} of the slice")
+    write_overlay_png(volume, labels, args.out, seg.classes, n_slices=1, views=False, force=True,
+                      panel_size=args.panel_size)
+    print(f"overlay written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
