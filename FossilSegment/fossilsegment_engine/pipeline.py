@@ -106,15 +106,10 @@ def segment_tags(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def _write_seg(labelmap: Volume, classes: list[dict], path: Path, force: bool, meta: dict[str, Any]) -> None:
-    """write_seg_nrrd with per-segment provenance tags when that writer accepts them."""
-    import inspect
-
+    """write_seg_nrrd with the provenance in the header and, short, as each segment's tags."""
     from .io.segmentation_io import write_seg_nrrd
 
-    extra = {}
-    if "segment_tags" in inspect.signature(write_seg_nrrd).parameters:
-        extra["segment_tags"] = segment_tags(meta)
-    write_seg_nrrd(labelmap, classes, path, force=force, metadata=meta, **extra)
+    write_seg_nrrd(labelmap, classes, path, force=force, metadata=meta, segment_tags=segment_tags(meta))
 
 
 def _write_qc(volume: Volume, labelmap: Volume, classes: list[dict], folder: Path, force: bool,

@@ -2,7 +2,8 @@
 
 Pipeline (as Slicer's binary-labelmap → closed-surface rule): pad the segment's bounding box by one
 voxel, vtkDiscreteFlyingEdges3D, optional vtkDecimatePro, vtkWindowedSincPolyDataFilter with pass band
-``10 ** (-4 * smoothing)``, then the full IJK → LPS matrix (spacing, direction, origin). Meshes are in
+``10 ** (-4 * smoothing)`` and ``20 + 40 * smoothing`` iterations, then the full IJK → LPS matrix
+(spacing, direction, origin). Meshes are in
 millimetres, in **LPS** by default (what Slicer writes; the STL header says ``SPACE=LPS``), or RAS.
 Triangles wind counter-clockwise seen from outside, so normals point out of the material.
 
@@ -85,7 +86,7 @@ def labelmap_to_polydata(
     if smoothing > 0:
         smoother = vtk.vtkWindowedSincPolyDataFilter()
         smoother.SetInputConnection(last.GetOutputPort())
-        smoother.SetNumberOfIterations(20)
+        smoother.SetNumberOfIterations(int(20 + 40 * float(smoothing)))  # as Slicer 5.x: 40 at the default 0.5
         smoother.BoundarySmoothingOff()
         smoother.FeatureEdgeSmoothingOff()
         smoother.SetFeatureAngle(90.0)
