@@ -75,8 +75,8 @@ def _bad_inputs(tmp: Path) -> dict[str, Path]:
         sitk.WriteImage(sitk.GetImageFromArray(np.full(size, n * 50 + 10, np.uint16)), str(mixed / f"s{n}.tif"))
     empty_dir = tmp / "empty_folder"
     empty_dir.mkdir()
-    rgb = sitk.Compose([sitk.GetImageFromArray(_scan().astype(np.uint8))] * 3)
-    sitk.WriteImage(rgb, str(tmp / "rgb.nrrd"))
+    vector = sitk.Compose([sitk.GetImageFromArray(_scan().astype(np.uint8))] * 2)  # RGB is accepted (issue 5)
+    sitk.WriteImage(vector, str(tmp / "vector.nrrd"))
     four_d = sitk.JoinSeries([sitk.GetImageFromArray(_scan())] * 2)
     sitk.WriteImage(four_d, str(tmp / "four_d.nrrd"))
     return {
@@ -85,7 +85,7 @@ def _bad_inputs(tmp: Path) -> dict[str, Path]:
         "corrupt tiff": corrupt_tiff,
         "2D image": _write(_scan()[0], tmp / "flat.nrrd", spacing=(1, 1), origin=(0, 0)),
         "4D image": tmp / "four_d.nrrd",
-        "RGB": tmp / "rgb.nrrd",
+        "vector image": tmp / "vector.nrrd",
         "NaN": _write(nan, tmp / "nan.nrrd"),
         "Inf": _write(inf, tmp / "inf.nrrd"),
         "constant": _write(np.full((8, 16, 16), 7, np.uint16), tmp / "constant.nrrd"),
@@ -94,7 +94,7 @@ def _bad_inputs(tmp: Path) -> dict[str, Path]:
     }
 
 
-BAD = ["missing", "truncated nrrd", "corrupt tiff", "2D image", "4D image", "RGB", "NaN", "Inf", "constant",
+BAD = ["missing", "truncated nrrd", "corrupt tiff", "2D image", "4D image", "vector image", "NaN", "Inf", "constant",
        "empty folder", "mixed slice sizes"]
 
 

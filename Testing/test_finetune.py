@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ def scan() -> tuple[Volume, Volume]:
     rng = np.random.default_rng(0)
     k, j, i = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
     truth = (((k - 6) / 5.0) ** 2 + ((j - 30) / 18.0) ** 2 + ((i - 34) / 14.0) ** 2 < 1).astype(np.uint8)
-    ct = (rng.normal(1000, 100, SHAPE) + 1500 * truth).astype(np.int16)
+    ct = (rng.normal(1000, 100, SHAPE) + 1500.0 * truth).astype(np.int16)
     vol = Volume(ct, (0.5, 0.5, 1.0), (3.0, -2.0, 1.0), meta={"source_path": "scan.nrrd"})
     return vol, vol.with_array(truth)
 
@@ -113,12 +112,12 @@ def test_cli_finetune(tmp_path, tiny_model_dir, capsys):
     write_volume(lab, tmp_path / "l.nrrd")
     other = Volume(lab.array, (0.5, 0.5, 2.0))
     write_volume(other, tmp_path / "other.nrrd")
-    base = [str(tmp_path / "v.nrrd"), str(tmp_path / "l.nrrd"), "--model", str(tiny_model_dir), "--device", "cpu",
+    base = ["finetune", str(tmp_path / "v.nrrd"), str(tmp_path / "l.nrrd"), "--model", str(tiny_model_dir), "--device", "cpu",
             "--max-minutes", "0.05"]
     out = tmp_path / "m"
     assert main(base + ["--slices", "3,40", "-o", str(out)]) == 2
     assert "outside the volume" in capsys.readouterr().err and not out.exists()
-    assert main(base[:1] + [str(tmp_path / "other.nrrd")] + base[2:] + ["--slices", "3", "-o", str(out)]) == 2
+    assert main(base[:2] + [str(tmp_path / "other.nrrd")] + base[3:] + ["--slices", "3", "-o", str(out)]) == 2
     assert "geometry" in capsys.readouterr().err and not out.exists()
     assert main(base + ["--slices", "0,11", "-o", str(out)]) == 2
     assert "no foreground" in capsys.readouterr().err and not out.exists()

@@ -71,3 +71,17 @@ def test_errors_come_back_with_their_traceback(tmp_path):
     messages = drain(job)
     kind, exc, text = messages[-1]
     assert kind == "error" and isinstance(exc, ModelError) and "Traceback" in text
+
+
+def test_job_runs_other_worker_methods(tiny_model_dir):
+    """Issue 5: the same worker runs the uncertainty computation (and refuses unknown methods)."""
+    logic = FossilSegmentLogic()
+    job = InferenceJob(logic, volume(), dict(model=str(tiny_model_dir), device="cpu", method="softmax"),
+                       method="runUncertainty").start()
+    messages = drain(job)
+    assert messages[-1][0] == "done", messages[-1]
+    unc = messages[-1][1]
+    assert unc.array.dtype == np.float32 and unc.shape == volume().shape
+    assert any(m[0] == "progress" for m in messages)
+    with pytest.raises(ValueError, match="unknown worker method"):
+        InferenceJob(logic, volume(), {}, method="process")

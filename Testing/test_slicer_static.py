@@ -17,7 +17,8 @@ UI = MODULE / "Resources" / "UI" / "FossilSegment.ui"
 ICON = MODULE / "Resources" / "Icons" / "FossilSegment.png"
 ENGINE = MODULE / "fossilsegment_engine"
 QT_MODULES = {"qt", "ctk", "PythonQt", "qSlicerSegmentationsModuleWidgetsPythonQt"}
-QT_BUILTIN = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QSpinBox", "QCheckBox", "QProgressBar"}
+QT_BUILTIN = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QSpinBox", "QCheckBox", "QProgressBar",
+              "QListWidget", "QDoubleSpinBox"}
 
 
 def ui_tree() -> ET.Element:
@@ -79,7 +80,8 @@ def test_parameter_names_in_ui_are_parameter_fields():
     assert {"model", "device"} <= fields  # combos filled at run time, synced by the widget
 
 
-@pytest.mark.parametrize("name", ["logic.py", "geometry.py", "classes.py", "dependencies.py", "job.py", "__init__.py"])
+@pytest.mark.parametrize("name", ["logic.py", "geometry.py", "classes.py", "dependencies.py", "job.py", "__init__.py",
+                                  "corrections.py"])
 def test_logic_side_imports_no_qt(name):
     assert not imported_modules(LIB / name) & QT_MODULES
 

@@ -20,10 +20,19 @@ from typing import Any
 FINAL = ("done", "cancelled", "error")
 
 
-class InferenceJob:
-    """Run ``logic.runEngine(volume, **engineArgs)`` once on a daemon thread."""
+#: logic methods a job may run (each takes the prepared input first, then ``progress``/``cancel`` keywords, no MRML)
+WORKER_METHODS = ("runEngine", "runLearning", "runUncertainty")
 
-    def __init__(self, logic: Any, volume: Any, engineArgs: dict, context: dict | None = None) -> None:
+
+class InferenceJob:
+    """Run ``logic.<method>(volume, **engineArgs)`` once on a daemon thread (``runEngine`` by default;
+    ``runLearning`` fine-tunes then re-segments, ``runUncertainty`` computes the uncertainty volume)."""
+
+    def __init__(self, logic: Any, volume: Any, engineArgs: dict, context: dict | None = None,
+                 method: str = "runEngine") -> None:
+        if method not in WORKER_METHODS:
+            raise ValueError(f"unknown worker method {method!r}; one of {', '.join(WORKER_METHODS)}")
+        self.method = method
         self.logic = logic
         self.volume = volume
         self.engineArgs = dict(engineArgs)
@@ -73,7 +82,7 @@ class InferenceJob:
 
         put = self._queue.put
         try:
-            labelmap = self.logic.runEngine(self.volume, progress=lambda done, total: put(("progress", done, total)),
+            labelmap = getattr(self.logic, self.method)(self.volume, progress=lambda done, total: put(("progress", done, total)),
                                             cancel=self.cancelToken, **self.engineArgs)
             put(("done", labelmap))
         except Cancelled:

@@ -24,6 +24,7 @@ from fossilsegment_engine.progress import CancelToken, ProgressCallback, check_c
 from fossilsegment_engine.volume import Volume
 
 from .classes import SegmentClass, segmentClasses
+from .corrections import CorrectionsLogicMixin
 from .geometry import kRangeOfPoints, lpsGeometryFromIJKToRAS
 
 MODULE_NAME = "FossilSegment"
@@ -44,8 +45,8 @@ def _ijkToRAS(volumeNode) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(m)
 
 
-class FossilSegmentLogic:
-    """Segment fossil bone in a scalar volume node into a segmentation node."""
+class FossilSegmentLogic(CorrectionsLogicMixin):
+    """Segment fossil bone in a scalar volume node into a segmentation node (and learn from corrections)."""
 
     def __init__(self, segmenterFactory: Optional[SegmenterFactory] = None) -> None:
         self.segmenterFactory = segmenterFactory or defaultSegmenterFactory
@@ -189,6 +190,7 @@ class FossilSegmentLogic:
             if outputSegmentation is None:  # leave the scene as it was
                 _removeWithDisplayNodes(segNode)
             raise
+        self.rememberModelResult(segNode, inputVolume, classes)  # to propose the slices the user edits later
         return segNode
 
     def _importLabelmap(self, array: np.ndarray, inputVolume, segNode, classes: list[SegmentClass]) -> None:

@@ -32,6 +32,8 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job: InferenceJob | None = None
         self._timer = None
         self.lastSegmentation = None
+        self.correctedSlices: set[int] = set()
+        self.uncertaintyNode = None
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -54,6 +56,12 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onEditInSegmentEditor)
         self.ui.show3DButton.connect("clicked(bool)", self.onShow3D)
         self.ui.exportStlButton.connect("clicked(bool)", self.onExportStl)
+        self.ui.markSliceButton.connect("clicked(bool)", self.onMarkSlice)
+        self.ui.proposeSlicesButton.connect("clicked(bool)", self.onProposeSlices)
+        self.ui.removeSliceButton.connect("clicked(bool)", self.onRemoveSlices)
+        self.ui.correctedSlicesList.connect("itemDoubleClicked(QListWidgetItem*)", self.onSliceDoubleClicked)
+        self.ui.learnButton.connect("clicked(bool)", self.onLearnButton)
+        self.ui.suggestSlicesButton.connect("clicked(bool)", self.onSuggestSlicesButton)
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
@@ -115,7 +123,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Reload the FossilSegmentLib files too (Slicer reloads only FossilSegment.py)."""
-        for name in ("classes", "geometry", "dependencies", "job", "logic", "widget", "tests"):
+        for name in ("classes", "geometry", "dependencies", "job", "corrections", "logic", "widget", "tests"):
             module = importlib.import_module(f"FossilSegmentLib.{name}")
             importlib.reload(module)
         ScriptedLoadableModuleWidget.onReload(self)
@@ -155,8 +163,14 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             w.enabled = not running
         self.ui.sliceStartSpinBox.enabled = self.ui.sliceStopSpinBox.enabled = p.useSliceRange
         hasResult = bool(p.outputSegmentation) and not running
-        for w in (self.ui.editInSegmentEditorButton, self.ui.show3DButton, self.ui.exportStlButton):
+        for w in (self.ui.editInSegmentEditorButton, self.ui.show3DButton, self.ui.exportStlButton,
+                  self.ui.markSliceButton, self.ui.proposeSlicesButton, self.ui.removeSliceButton):
             w.enabled = hasResult
+        method = self._job.method if running else None
+        self.ui.learnButton.text = "Cancel" if method == "runLearning" else "Learn from corrections"
+        self.ui.learnButton.enabled = method == "runLearning" or (hasResult and bool(self.correctedSlices))
+        self.ui.suggestSlicesButton.text = "Cancel" if method == "runUncertainty" else "Suggest slices to correct"
+        self.ui.suggestSlicesButton.enabled = method == "runUncertainty" or (not running and bool(p.inputVolume))
 
     @staticmethod
     def _selectComboData(combo, data: str) -> None:
@@ -268,7 +282,9 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setMaximum(max(total, 1))
         self.ui.progressBar.setValue(done)
         left = job.secondsLeft(done, total)
-        self.ui.statusLabel.text = f"Segmenting: {done}/{total} slices" + (
+        what = {"runLearning": "Learning from corrections", "runUncertainty": "Computing uncertainty"}
+        counted = f"{100 * done // max(total, 1)} %" if job.method != "runEngine" else f"{done}/{total} slices"
+        self.ui.statusLabel.text = f"{what.get(job.method, 'Segmenting')}: {counted}" + (
             f", about {left:.0f} s left" if left is not None else "")
 
     def _finishJob(self, job: InferenceJob, message: tuple) -> None:
@@ -289,6 +305,10 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.error(message[2])
             if not slicer.app.testingEnabled():
                 slicer.util.errorDisplay(f"Segmentation failed.\n\n{message[1]}", detailedText=message[2])
+        elif job.method == "runLearning":
+            self._finishLearning(job, message[1])
+        elif job.method == "runUncertainty":
+            self._finishUncertainty(message[1])
         else:
             try:
                 with slicer.util.tryWithErrorDisplay("Failed to create the segmentation."):
@@ -346,3 +366,114 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             paths = self.logic.exportStl(self._resultSegmentation(), folder)
             self.ui.statusLabel.text = f"Wrote {len(paths)} STL file(s) to {folder}"
         return paths
+
+    # ------------------------------------------------------------------ learn from corrections (issue 5)
+    def _refreshSliceList(self) -> None:
+        self.ui.correctedSlicesList.clear()
+        for k in sorted(self.correctedSlices):
+            self.ui.correctedSlicesList.addItem(str(k))
+        self._updateGui()
+
+    def _redSliceNode(self):
+        return slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+
+    def _jumpToSlice(self, k: int) -> None:
+        volume = self._parameterNode.inputVolume
+        if volume:
+            self._redSliceNode().JumpSliceByCentering(*self.logic.sliceCenterRAS(volume, k))
+
+    def onMarkSlice(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Cannot mark the slice."):
+            m = self._redSliceNode().GetSliceToRAS()
+            ras = [m.GetElement(r, 3) for r in range(3)]
+            k = self.logic.sliceIndexAtRAS(self._parameterNode.inputVolume, ras)
+            self.correctedSlices.add(k)
+            self._refreshSliceList()
+            self.ui.statusLabel.text = f"Slice {k} marked as corrected."
+
+    def onProposeSlices(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Cannot compare with the model's result.", waitCursor=True):
+            classes = self.logic.modelClasses(model=p.model or None, device=p.device or "auto")
+            changed = self.logic.changedSlices(p.outputSegmentation, p.inputVolume, classes)
+            self.correctedSlices.update(changed)
+            self._refreshSliceList()
+            self.ui.statusLabel.text = (f"Edited since the model ran: slice(s) {', '.join(map(str, changed))}."
+                                        if changed else "No slice was edited since the model ran.")
+
+    def onRemoveSlices(self) -> None:
+        for item in self.ui.correctedSlicesList.selectedItems():
+            self.correctedSlices.discard(int(item.text()))
+        self._refreshSliceList()
+
+    def onSliceDoubleClicked(self, item) -> None:
+        self._jumpToSlice(int(item.text()))
+
+    def _startWorker(self, method: str, volume, args: dict, context: dict, status: str) -> None:
+        self._job = InferenceJob(self.logic, volume, args, context, method=method)
+        self.ui.progressBar.setVisible(True)
+        self.ui.progressBar.setValue(0)
+        self.ui.statusLabel.text = status
+        self._updateGui()
+        self._job.start()
+        self._timer.start()
+
+    def onLearnButton(self) -> None:
+        if self._job is not None:
+            self._cancelJob(wait=False)
+            self.ui.statusLabel.text = "Cancelling…"
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Failed to start learning.", waitCursor=True):
+            args = dict(model=p.model or None, device=p.device or "auto")
+            classes = self.logic.modelClasses(**args)
+            volume, labels, ks = self.logic.prepareCorrections(p.inputVolume, p.outputSegmentation,
+                                                               self.correctedSlices, classes)
+            args.update(correctedSlices=ks, maxMinutes=self.ui.maxMinutesSpinBox.value,
+                        minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles)
+            context = dict(inputVolume=p.inputVolume, outputSegmentation=p.outputSegmentation, classes=classes)
+            self._startWorker("runLearning", volume, dict(labels=labels, **args), context,
+                              f"Learning from {len(ks)} corrected slice(s)…")
+
+    def _finishLearning(self, job: InferenceJob, merged) -> None:
+        c = job.context
+        try:
+            with slicer.util.tryWithErrorDisplay("Failed to update the segmentation."):
+                self.logic.applyLearning(merged, c["inputVolume"], c["outputSegmentation"], c["classes"])
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+            return
+        report = merged.meta.get("finetune_report", {})
+        held = report.get("holdout_slice")
+        score = (f" Held-back slice {held}: Dice {report['holdout_dice_before']:.3f} → "
+                 f"{report['holdout_dice_after']:.3f}.") if held is not None else ""
+        self.ui.statusLabel.text = (f"Re-segmented all but the {len(report.get('slices', []))} corrected slice(s) in "
+                                    f"{time.monotonic() - job.startTime:.0f} s.{score}")
+
+    def onSuggestSlicesButton(self) -> None:
+        if self._job is not None:
+            self._cancelJob(wait=False)
+            self.ui.statusLabel.text = "Cancelling…"
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Failed to start the uncertainty computation.", waitCursor=True):
+            args = dict(model=p.model or None, device=p.device or "auto",
+                        useFinetuned=self.logic.finetuned is not None)
+            self.logic.getSegmenter(args["model"], args["device"])  # load the model on the main thread
+            volume = self.logic.prepareInput(p.inputVolume)
+            self._startWorker("runUncertainty", volume, args, dict(inputVolume=p.inputVolume),
+                              "Computing uncertainty…")
+
+    def _finishUncertainty(self, uncertainty) -> None:
+        volume = self._parameterNode.inputVolume
+        with slicer.util.tryWithErrorDisplay("Failed to show the uncertainty."):
+            self.uncertaintyNode = self.logic.showUncertainty(uncertainty, volume, self.uncertaintyNode)
+            slicer.util.setSliceViewerLayers(background=volume, foreground=self.uncertaintyNode,
+                                             foregroundOpacity=0.4)
+            ranking = self.logic.suggestSlices(uncertainty, exclude=self.correctedSlices)
+            if not ranking:
+                self.ui.statusLabel.text = "Every slice is already marked as corrected."
+                return
+            self._jumpToSlice(ranking[0])
+            self.ui.statusLabel.text = ("Most uncertain slices: " + ", ".join(map(str, ranking[:5])) +
+                                        f". Showing slice {ranking[0]}; correct it, then mark it.")

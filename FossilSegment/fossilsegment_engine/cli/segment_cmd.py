@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import FossilSegmentError
 from ._progress import progress_bar
+from ._uncertainty import add_uncertainty_options, check_uncertainty_output, write_uncertainty_from_args
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_model_options(p)
     add_mesh_options(p)
+    add_uncertainty_options(p)
     p.set_defaults(func=run)
 
 
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if not outputs.requested():
         outputs.seg_nrrd = default_output(args.input)
     outputs.check()  # before the slow part
+    check_uncertainty_output(args)
     slice_range = parse_slices(args.slices)
     volume = read_volume(args.input, spacing=args.spacing)
     if slice_range and slice_range[1] > volume.shape[0]:
@@ -145,4 +148,5 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     for path in record.written:
         print(f"wrote {path}")
+    write_uncertainty_from_args(args, segmenter, volume)
     return 0

@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast: auto = bf16 on GPU, fp32 on CPU (bf16 is 1.5–3x faster on recent CPUs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
-    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--augment", default="full", choices=["full", "light", "none"],
+                   help="full: geometry, intensity, blur, noise, rings, streaks; light: no blur/noise/rings/streaks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from MODELDIR/.train_state")
     p.add_argument("--force", action="store_true", help="replace an existing MODELDIR")
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         teeth=args.teeth, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, weight_decay=args.weight_decay, val_fraction=args.val_fraction,
         val_max_slices=args.val_max_slices, device=args.device, precision=args.precision, threads=args.threads,
-        augment=not args.no_augment, seed=args.seed, resume=args.resume, force=args.force,
+        augment=args.augment, seed=args.seed, resume=args.resume, force=args.force,
         provenance={"training_command": command},
     )
     with progress_bar("training", unit="step") as progress:

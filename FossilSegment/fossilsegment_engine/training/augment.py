@@ -38,6 +38,18 @@ class AugmentOptions:
     p_streaks: float = 0.2
 
 
+def augment_preset(level: str) -> AugmentOptions:
+    """``full`` (everything above), ``light`` (geometry + scale/shift/gamma; no blur, noise, rings, streaks:
+    faster to learn fine texture from) or ``none``."""
+    if level == "full":
+        return AugmentOptions()
+    if level == "light":
+        return AugmentOptions(p_blur=0.0, p_noise=0.0, p_rings=0.0, p_streaks=0.0)
+    if level == "none":
+        return AugmentOptions(enabled=False)
+    raise ValueError(f"augmentation level must be full, light or none, got {level!r}")
+
+
 def _u(gen: torch.Generator, lo: float, hi: float, n: int = 1) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 

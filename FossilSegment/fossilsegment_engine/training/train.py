@@ -32,7 +32,7 @@ from ..inference.device import autocast, choose_device, resolve_precision
 from ..models import ModelConfig, build_model, default_classes, required_multiple, save_model
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from . import distributed
-from .augment import AugmentOptions, augment_batch
+from .augment import augment_batch, augment_preset
 from .checkpoint import STATE_DIR, install_best, load_state, save_state
 from .data import find_specimens, load_specimen, split_by_specimen
 from .losses import DiceCELoss
@@ -75,7 +75,7 @@ class TrainOptions:
     val_fraction: float = 0.2
     val_max_slices: Optional[int] = 64
     foreground_crop_prob: float = 0.67
-    augment: bool = True
+    augment: str = "full"
     threads: Optional[int] = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -87,6 +87,8 @@ class TrainOptions:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.crop < 32 or self.crop % 32:
             raise InputError(f"crop must be a positive multiple of 32, got {self.crop}")
+        if self.augment not in ("full", "light", "none"):
+            raise InputError(f"augmentation must be full, light or none, got {self.augment!r}")
         if not self.lr > 0:
             raise InputError(f"learning rate must be positive, got {self.lr}")
 
@@ -207,7 +209,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
             find_unused_parameters=config.encoder_depth < 5 and not config.encoder.startswith("tu-"))  # smp keeps unused stages
 
     loss_fn = DiceCELoss()
-    aug = AugmentOptions(enabled=opts.augment)
+    aug = augment_preset(opts.augment)
     total = opts.epochs * opts.steps_per_epoch
     warmup = opts.warmup_steps if opts.warmup_steps is not None else min(100, total // 20)
     multiple = required_multiple(config)

@@ -1,0 +1,217 @@
+"""Learning from the user's corrected slices and pointing at where to correct next (issue 5). No Qt.
+
+Mixed into :class:`.logic.FossilSegmentLogic`. Per-slice hashes of the labelmap the model produced are kept
+on the segmentation node (attribute ``FossilSegment.ModelSliceHashes``) so slices the user edited since are
+found by comparison. ``learnFromCorrections`` = ``prepareCorrections`` (main thread) → ``runLearning``
+(worker thread, no MRML) → ``applyLearning`` (main thread); corrected slices are copied back unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import vtk
+
+import slicer
+from fossilsegment_engine.errors import InputError
+from fossilsegment_engine.progress import CancelToken, ProgressCallback, check_cancelled
+from fossilsegment_engine.volume import Volume
+
+from .classes import SegmentClass
+
+HASH_ATTRIBUTE = "FossilSegment.ModelSliceHashes"
+#: progress of "learn from corrections": fine-tuning takes this share of the bar, re-segmenting the rest
+FINETUNE_SHARE = 0.7
+PROGRESS_TOTAL = 1000
+
+
+def sliceHashes(array: np.ndarray) -> list[str]:
+    """A short SHA-1 per axial slice ``array[k]`` (shape and dtype included)."""
+    return [hashlib.sha1(np.ascontiguousarray(array[k]).tobytes() + str(array.shape[1:]).encode()).hexdigest()[:16]
+            for k in range(array.shape[0])]
+
+
+def _ijkToRAS(volumeNode) -> np.ndarray:
+    m = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(m)
+    return slicer.util.arrayFromVTKMatrix(m)
+
+
+class CorrectionsLogicMixin:
+    """Fine-tune on corrected slices, re-segment the others, and rank slices by uncertainty."""
+
+    finetuned: Any = None  # (module, config) of the last "learn from corrections", or None
+
+    # ------------------------------------------------------------------ reading segments back
+    def segmentationLabelArray(self, segmentationNode, volumeNode, classes: Sequence[SegmentClass]) -> np.ndarray:
+        """The class-valued uint8 labelmap ``[k, j, i]`` of the segments named like ``classes``, on the volume's grid."""
+        if segmentationNode is None or segmentationNode.GetScene() is None:
+            raise InputError("select the segmentation to learn from")
+        segmentation = segmentationNode.GetSegmentation()
+        dims = volumeNode.GetImageData().GetDimensions()
+        out = np.zeros((dims[2], dims[1], dims[0]), dtype=np.uint8)
+        present = [(c, segmentation.GetSegmentIdBySegmentName(c.name)) for c in classes]
+        present = [(c, sid) for c, sid in present if sid]
+        if not present:
+            return out
+        ids = vtk.vtkStringArray()
+        for _, sid in present:
+            ids.InsertNextValue(sid)
+        labelNode = volumeNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        try:
+            ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentationNode, ids, labelNode, volumeNode)
+            if not ok:
+                raise InputError(f"could not read the segments of '{segmentationNode.GetName()}'")
+            exported = np.array(slicer.util.arrayFromVolume(labelNode))
+        finally:
+            _removeNode(labelNode)
+        for index, (c, _) in enumerate(present, start=1):  # exported value = position in ids + 1
+            out[exported == index] = c.value
+        return out
+
+    def rememberModelResult(self, segmentationNode, volumeNode, classes: Sequence[SegmentClass]) -> list[str]:
+        """Store per-slice hashes of what the model just produced, to detect the user's edits later."""
+        hashes = sliceHashes(self.segmentationLabelArray(segmentationNode, volumeNode, classes))
+        segmentationNode.SetAttribute(HASH_ATTRIBUTE, json.dumps({"volume": volumeNode.GetID(), "hashes": hashes}))
+        return hashes
+
+    def changedSlices(self, segmentationNode, volumeNode, classes: Sequence[SegmentClass]) -> list[int]:
+        """Axial slices whose segmentation differs from the model's last result (none known → [])."""
+        stored = segmentationNode.GetAttribute(HASH_ATTRIBUTE) if segmentationNode is not None else None
+        if not stored:
+            return []
+        record = json.loads(stored)
+        now = sliceHashes(self.segmentationLabelArray(segmentationNode, volumeNode, classes))
+        if len(now) != len(record["hashes"]):
+            return []
+        return [k for k, (a, b) in enumerate(zip(now, record["hashes"])) if a != b]
+
+    # ------------------------------------------------------------------ slices and views
+    @staticmethod
+    def sliceIndexAtRAS(volumeNode, ras: Sequence[float]) -> int:
+        """The axial slice index k of the volume at an RAS point (e.g. the red view's centre)."""
+        rasToIJK = vtk.vtkMatrix4x4()
+        volumeNode.GetRASToIJKMatrix(rasToIJK)
+        ijk = slicer.util.arrayFromVTKMatrix(rasToIJK) @ np.array([*ras[:3], 1.0])
+        k = int(np.floor(ijk[2] + 0.5))
+        n = volumeNode.GetImageData().GetDimensions()[2]
+        if not 0 <= k < n:
+            raise InputError(f"the slice view is outside the volume (slice {k} of 0..{n - 1})")
+        return k
+
+    @staticmethod
+    def sliceCenterRAS(volumeNode, k: int) -> tuple[float, float, float]:
+        """RAS position of the centre of axial slice ``k``."""
+        dims = volumeNode.GetImageData().GetDimensions()
+        point = _ijkToRAS(volumeNode) @ np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, float(k), 1.0])
+        return tuple(float(v) for v in point[:3])
+
+    # ------------------------------------------------------------------ learn from corrections
+    def prepareCorrections(self, volumeNode, segmentationNode, correctedSlices: Iterable[int],
+                           classes: Sequence[SegmentClass]) -> tuple[Volume, Volume, list[int]]:
+        """(scan, current labels, sorted corrected slices), copied from MRML (main thread)."""
+        volume = self.prepareInput(volumeNode)
+        ks = sorted({int(k) for k in correctedSlices})
+        if not ks:
+            raise InputError("mark at least one corrected slice first")
+        labels = volume.with_array(self.segmentationLabelArray(segmentationNode, volumeNode, classes))
+        return volume, labels, ks
+
+    def runLearning(self, volume: Volume, labels: Volume, correctedSlices: Sequence[int], model: Optional[str] = None,
+                    device: str = "auto", maxMinutes: float = 3.0, minIslandVoxels: int = 64, fillHoles: bool = True,
+                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                    finetuneOptions: Any = None) -> Volume:
+        """Fine-tune on the corrected slices, re-segment, and keep the corrected slices as they are (any thread)."""
+        from fossilsegment_engine.finetune import FinetuneOptions, finetune_in_memory
+        from fossilsegment_engine.inference.postprocess import PostprocessOptions
+        from fossilsegment_engine.inference.segmenter import Segmenter
+
+        ks = sorted({int(k) for k in correctedSlices})
+        opts = finetuneOptions or FinetuneOptions(max_minutes=float(maxMinutes), device=device)
+
+        def tuneProgress(done: int, total: int) -> None:
+            if progress is not None:
+                progress(int(FINETUNE_SHARE * PROGRESS_TOTAL * done / max(total, 1)), PROGRESS_TOTAL)
+
+        def segProgress(done: int, total: int) -> None:
+            if progress is not None:
+                share = FINETUNE_SHARE + (1 - FINETUNE_SHARE) * done / max(total, 1)
+                progress(int(share * PROGRESS_TOTAL), PROGRESS_TOTAL)
+
+        result = finetune_in_memory(volume, labels, ks, model or None, opts, tuneProgress, cancel)
+        segmenter = Segmenter.from_module(result.module, result.config, device=opts.device)
+        predicted = segmenter.predict(volume, progress=segProgress, cancel=cancel,
+                                      postprocess=PostprocessOptions(int(minIslandVoxels), bool(fillHoles)))
+        check_cancelled(cancel)
+        merged = np.array(predicted.array, copy=True)
+        merged[ks] = labels.array[ks]  # the user's slices are never changed by the model
+        self.finetuned = (result.module, result.config)
+        return volume.with_array(merged, finetune_report=result.report)
+
+    def applyLearning(self, merged: Volume, volumeNode, segmentationNode, classes: Sequence[SegmentClass]):
+        """Write the merged labelmap back into the segmentation (segments of ``classes`` replaced)."""
+        return self.applyResult(merged, volumeNode, segmentationNode, list(classes), overwrite=True)
+
+    def learnFromCorrections(self, volumeNode, segmentationNode, correctedSlices: Iterable[int],
+                             model: Optional[str] = None, device: str = "auto", maxMinutes: float = 3.0,
+                             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                             classes: Optional[Sequence[SegmentClass]] = None, **runArgs: Any):
+        """All three steps on the calling thread; returns the segmentation node. On cancel nothing changes."""
+        classes = list(classes) if classes is not None else self.modelClasses(model=model, device=device)
+        volume, labels, ks = self.prepareCorrections(volumeNode, segmentationNode, correctedSlices, classes)
+        merged = self.runLearning(volume, labels, ks, model=model, device=device, maxMinutes=maxMinutes,
+                                  progress=progress, cancel=cancel, **runArgs)
+        return self.applyLearning(merged, volumeNode, segmentationNode, classes)
+
+    # ------------------------------------------------------------------ uncertainty
+    def runUncertainty(self, volume: Volume, model: Optional[str] = None, device: str = "auto",
+                       method: Optional[str] = None, useFinetuned: bool = False,
+                       progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Volume:
+        """Per-voxel uncertainty (float32, 0..1) of ``volume`` (any thread, no MRML)."""
+        from fossilsegment_engine.inference.segmenter import Segmenter
+        from fossilsegment_engine.inference.uncertainty import DEFAULT_METHOD, uncertainty_volume
+
+        if useFinetuned and self.finetuned is not None:
+            segmenter = Segmenter.from_module(*self.finetuned, device=device)
+        else:
+            segmenter = self.getSegmenter(model, device)
+        return uncertainty_volume(segmenter, volume, method or DEFAULT_METHOD, progress=progress, cancel=cancel)
+
+    def showUncertainty(self, uncertainty: Volume, inputVolume, node=None):
+        """A scalar volume node '<input> uncertainty' (same geometry and transform) holding ``uncertainty``."""
+        if node is None or node.GetScene() is None:
+            scene = inputVolume.GetScene()
+            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                           scene.GenerateUniqueName(f"{inputVolume.GetName()} uncertainty"))
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(_ijkToRAS(inputVolume)))
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(uncertainty.array, dtype=np.float32))
+        node.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+        node.SetAttribute("FossilSegment.UncertaintyMethod", str(uncertainty.meta.get("uncertainty_method", "")))
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        return node
+
+    @staticmethod
+    def suggestSlices(uncertainty, exclude: Iterable[int] = ()) -> list[int]:
+        """Axial slices by mean uncertainty, most uncertain first; ``exclude`` (corrected slices) left out.
+
+        ``uncertainty``: a Volume, a numpy array ``[k, j, i]`` or a scalar volume node."""
+        from fossilsegment_engine.inference.uncertainty import slice_ranking
+
+        if hasattr(uncertainty, "GetImageData"):
+            uncertainty = np.array(slicer.util.arrayFromVolume(uncertainty))
+        return [k for k, _ in slice_ranking(uncertainty, exclude)]
+
+
+def _removeNode(node) -> None:
+    scene = node.GetScene()
+    for n in [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] + [node]:
+        if n is not None and scene is not None:
+            scene.RemoveNode(n)

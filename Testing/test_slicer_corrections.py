@@ -1,0 +1,139 @@
+"""Issue 5 on a real MRML scene: edited slices are detected, learning never changes corrected slices,
+uncertainty becomes a scalar volume node and slices are ranked by it."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _slicer_fixture import close_scene, make_scene  # noqa: E402
+
+slicer = pytest.importorskip("slicer")
+
+from fossilsegment_engine.errors import Cancelled, InputError  # noqa: E402
+from fossilsegment_engine.finetune import FinetuneOptions  # noqa: E402
+from FossilSegmentLib.logic import FossilSegmentLogic  # noqa: E402
+from FossilSegmentLib.corrections import HASH_ATTRIBUTE  # noqa: E402
+
+FAST = dict(minIslandVoxels=0, fillHoles=False, device="cpu")
+TUNE = FinetuneOptions(max_steps=3, batch_size=2, crop=32, eval_every=2, device="cpu")
+OBLIQUE = np.array([[0.0, -0.6, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 1.5, 3.0], [0, 0, 0, 1.0]])
+
+
+@pytest.fixture
+def scene():
+    s = make_scene()
+    yield s
+    close_scene(s)
+
+
+def ct() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    a = rng.normal(1000, 150, (8, 32, 40))
+    a[2:6, 8:22, 10:30] += 2500
+    return a.astype(np.int16)
+
+
+def segmented(logic, model):
+    volumeNode = slicer.util.addVolumeFromArray(ct(), OBLIQUE, name="ct")
+    segNode = logic.process(volumeNode, model=model, **FAST)
+    return volumeNode, segNode
+
+
+def paint(logic, segNode, volumeNode, classes, k, value):
+    """Simulate a user edit: slice k of the class labelmap set to ``value`` on a block, re-imported."""
+    labels = logic.segmentationLabelArray(segNode, volumeNode, classes)
+    labels[k, 5:25, 5:35] = value
+    logic._importLabelmap(labels, volumeNode, segNode, classes)
+    return labels
+
+
+def test_edited_slices_are_proposed(scene, tiny_model_dir):
+    logic = FossilSegmentLogic()
+    volumeNode, segNode = segmented(logic, str(tiny_model_dir))
+    classes = logic.lastClasses
+    assert segNode.GetAttribute(HASH_ATTRIBUTE)
+    assert logic.changedSlices(segNode, volumeNode, classes) == []
+    paint(logic, segNode, volumeNode, classes, 3, 1)
+    paint(logic, segNode, volumeNode, classes, 6, 0)
+    assert logic.changedSlices(segNode, volumeNode, classes) == [3, 6]
+
+
+def test_learning_never_changes_corrected_slices(scene, tiny_model_dir):
+    logic = FossilSegmentLogic()
+    volumeNode, segNode = segmented(logic, str(tiny_model_dir))
+    classes = logic.lastClasses
+    user = paint(logic, segNode, volumeNode, classes, 2, 1)
+    user = paint(logic, segNode, volumeNode, classes, 5, 1)
+    user[5, 10:12, 10:12] = 0  # a hole the model would hardly draw
+    logic._importLabelmap(user, volumeNode, segNode, classes)
+    notes = segNode.GetSegmentation().AddEmptySegment("", "My notes", [0.1, 0.2, 0.3])
+    before = logic.segmentationLabelArray(segNode, volumeNode, classes)
+    calls = []
+    out = logic.learnFromCorrections(volumeNode, segNode, [2, 5], model=str(tiny_model_dir), device="cpu",
+                                     progress=lambda d, t: calls.append(d), finetuneOptions=TUNE,
+                                     minIslandVoxels=0, fillHoles=False)
+    assert out is segNode and notes in segNode.GetSegmentation().GetSegmentIDs()
+    after = logic.segmentationLabelArray(segNode, volumeNode, classes)
+    assert np.array_equal(after[[2, 5]], before[[2, 5]])  # bit-identical
+    others = [k for k in range(after.shape[0]) if k not in (2, 5)]
+    assert not np.array_equal(after[others], before[others])  # the rest was re-segmented by the new model
+    assert calls and calls == sorted(calls) and calls[-1] == 1000
+    cfg = logic.finetuned[1]
+    assert cfg.provenance["finetune"]["slices"] == [2, 5]
+    assert logic.changedSlices(segNode, volumeNode, classes) == []  # the merged result is the new reference
+
+
+def test_learning_cancel_and_bad_input(scene, tiny_model_dir):
+    logic = FossilSegmentLogic()
+    volumeNode, segNode = segmented(logic, str(tiny_model_dir))
+    classes = logic.lastClasses
+    paint(logic, segNode, volumeNode, classes, 4, 1)
+    before = logic.segmentationLabelArray(segNode, volumeNode, classes)
+    token = threading.Event()
+    with pytest.raises(Cancelled):
+        logic.learnFromCorrections(volumeNode, segNode, [4], model=str(tiny_model_dir), device="cpu",
+                                   progress=lambda d, t: token.set(), cancel=token, finetuneOptions=TUNE)
+    assert np.array_equal(logic.segmentationLabelArray(segNode, volumeNode, classes), before)
+    with pytest.raises(InputError, match="mark at least one"):
+        logic.learnFromCorrections(volumeNode, segNode, [], model=str(tiny_model_dir), finetuneOptions=TUNE)
+    with pytest.raises(InputError, match="outside the volume"):
+        logic.learnFromCorrections(volumeNode, segNode, [4, 99], model=str(tiny_model_dir), finetuneOptions=TUNE)
+
+
+def test_slice_index_and_centre_roundtrip(scene):
+    logic = FossilSegmentLogic()
+    volumeNode = slicer.util.addVolumeFromArray(ct(), OBLIQUE, name="ct")
+    for k in (0, 3, 7):
+        assert logic.sliceIndexAtRAS(volumeNode, logic.sliceCenterRAS(volumeNode, k)) == k
+    with pytest.raises(InputError, match="outside the volume"):
+        logic.sliceIndexAtRAS(volumeNode, logic.sliceCenterRAS(volumeNode, 20))
+
+
+def test_uncertainty_node_and_suggestions(scene, tiny_model_dir):
+    logic = FossilSegmentLogic()
+    volumeNode = slicer.util.addVolumeFromArray(ct(), OBLIQUE, name="ct")
+    volume = logic.prepareInput(volumeNode)
+    unc = logic.runUncertainty(volume, model=str(tiny_model_dir), device="cpu", method="softmax")
+    node = logic.showUncertainty(unc, volumeNode)
+    assert node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
+    assert np.array_equal(slicer.util.arrayFromVolume(node), unc.array)
+    m1, m2 = (slicer.util.arrayFromVTKMatrix(_ijk(n)) for n in (node, volumeNode))
+    np.testing.assert_allclose(m1, m2, atol=1e-9)
+    ranking = logic.suggestSlices(node, exclude=[0])
+    means = unc.array.reshape(8, -1).mean(1)
+    assert 0 not in ranking and len(ranking) == 7 and ranking[0] == int(np.argmax(means[1:]) + 1)
+    assert logic.showUncertainty(unc, volumeNode, node) is node  # updated in place
+
+
+def _ijk(node):
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return m

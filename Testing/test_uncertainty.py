@@ -1,0 +1,103 @@
+"""Issue 5: per-voxel uncertainty (test-time flips, three views, softmax) and slice ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fossilsegment_engine.errors import InputError
+from fossilsegment_engine.inference.uncertainty import (
+    METHODS,
+    auroc,
+    normalized_entropy,
+    slice_ranking,
+    uncertainty_volume,
+    write_uncertainty,
+)
+from fossilsegment_engine.io import read_volume
+from fossilsegment_engine.volume import Volume
+
+
+class StubSegmenter:
+    """Probabilities from a rule: ``rule(array) -> P(class 1)`` in [0, 1]."""
+
+    def __init__(self, rule):
+        self.rule, self.calls = rule, 0
+
+    def predict(self, volume, progress=None, cancel=None, postprocess=None, return_probabilities=False):
+        self.calls += 1
+        p1 = np.rint(self.rule(volume.array) * 255).astype(np.uint8)
+        probs = [volume.with_array(255 - p1), volume.with_array(p1)]
+        if progress:
+            progress(volume.shape[0], volume.shape[0])
+        return volume.with_array((p1 > 127).astype(np.uint8)), probs
+
+
+def vol() -> Volume:
+    a = np.zeros((6, 8, 10), np.float32)
+    a[2:4, 3:6, 2:7] = 1
+    return Volume(a, (0.5, 0.6, 2.0), (1.0, 2.0, 3.0))
+
+
+@pytest.mark.parametrize("method, passes", [("tta", 4), ("views", 3), ("softmax", 1)])
+def test_equivariant_model_is_certain(method, passes):
+    stub = StubSegmenter(lambda a: (a > 0.5).astype(float))
+    done = []
+    u = uncertainty_volume(stub, vol(), method, progress=lambda d, t: done.append((d, t)))
+    assert stub.calls == passes and u.array.dtype == np.float32 and u.same_geometry(vol())
+    assert u.array.max() == 0.0 and done[-1][0] == done[-1][1]
+
+
+def test_flip_dependent_model_is_uncertain_only_under_tta():
+    """P(bone) = 1 on the left half of each row: flips disagree there, the three views do not differ in i."""
+    stub = StubSegmenter(lambda a: (np.arange(a.shape[2]) < a.shape[2] // 2)[None, None, :] * np.ones(a.shape))
+    u = uncertainty_volume(stub, vol(), "tta")
+    assert np.allclose(u.array, 1.0, atol=1e-6)  # flip-i pass says the opposite half everywhere
+    assert uncertainty_volume(stub, vol(), "softmax").array.max() == 0.0
+
+
+def test_entropy_ranking_and_auroc():
+    assert np.allclose(normalized_entropy(np.array([[0.5], [0.5]])), 1.0)
+    assert np.allclose(normalized_entropy(np.array([[1.0], [0.0]])), 0.0)
+    u = np.zeros((4, 2, 2), np.float32)
+    u[2] = 0.9
+    u[0] = 0.5
+    u[3, 0, 0] = 0.4
+    assert [k for k, _ in slice_ranking(u)] == [2, 0, 3, 1]
+    assert [k for k, _ in slice_ranking(u, exclude=[2])] == [0, 3, 1]
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert auroc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
+    with pytest.raises(InputError, match="unknown uncertainty method"):
+        uncertainty_volume(StubSegmenter(lambda a: a), vol(), "dropout")
+
+
+def test_real_model_and_files(tmp_path, tiny_model_dir):
+    from fossilsegment_engine.inference.segmenter import Segmenter
+
+    rng = np.random.default_rng(0)
+    v = Volume(rng.normal(0, 1, (5, 32, 32)).astype(np.float32), (0.3, 0.3, 0.9), (5.0, 6.0, 7.0))
+    seg = Segmenter(tiny_model_dir, device="cpu")
+    for method in METHODS:
+        u, labels = uncertainty_volume(seg, v, method, return_labels=True)
+        assert u.array.shape == v.shape and 0 <= u.array.min() and u.array.max() <= 1 and u.array.max() > 0
+        assert labels.array.dtype == np.uint8
+    back = read_volume(write_uncertainty(u, tmp_path / "u.nrrd"))
+    assert back.array.dtype == np.float32 and back.same_geometry(v) and np.allclose(back.array, u.array)
+    scaled = read_volume(write_uncertainty(u, tmp_path / "u8.nrrd", scaled_uint8=True))
+    assert scaled.array.dtype == np.uint8 and np.abs(scaled.array / 255.0 - u.array).max() <= 0.5 / 255 + 1e-6
+
+
+def test_cli_segment_uncertainty(tmp_path, tiny_model_dir, capsys):
+    from fossilsegment_engine.cli import main
+    from fossilsegment_engine.io import write_volume
+
+    rng = np.random.default_rng(0)
+    v = Volume(rng.normal(0, 1, (4, 32, 32)).astype(np.float32), (0.3, 0.3, 0.9), (5.0, 6.0, 7.0))
+    write_volume(v, tmp_path / "in.nrrd")
+    base = ["segment", str(tmp_path / "in.nrrd"), "--model", str(tiny_model_dir), "--device", "cpu",
+            "--labelmap", str(tmp_path / "l.nrrd")]
+    assert main(base + ["--uncertainty", str(tmp_path / "u.txt")]) == 2
+    assert "--uncertainty" in capsys.readouterr().err and not (tmp_path / "l.nrrd").exists()
+    assert main(base + ["--uncertainty", str(tmp_path / "u.nrrd"), "--uncertainty-method", "softmax"]) == 0
+    u = read_volume(tmp_path / "u.nrrd")
+    assert u.array.dtype == np.float32 and u.same_geometry(v) and "most uncertain" in capsys.readouterr().out
