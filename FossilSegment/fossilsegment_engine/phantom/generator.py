@@ -17,7 +17,7 @@ from .matrix import block, cracks, inclusions, rock, voids
 from .shapes import FAMILY_BUILDERS
 from .texture import bone_and_tooth, cavity_fill, contrast_floor, rind
 
-GENERATOR_VERSION = "phantom-1"
+GENERATOR_VERSION = "phantom-2"
 FAMILIES: tuple[str, ...] = tuple(FAMILY_BUILDERS)
 #: size name -> array shape (k, j, i)
 SIZES: dict[str, tuple[int, int, int]] = {

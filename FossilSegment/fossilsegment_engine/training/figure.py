@@ -14,6 +14,8 @@ from ..io.overlay import grey_window
 _TINT = 0.4
 _GAP = 4
 _BAR = 6  # a coloured bar on top of each column tells the methods apart without text rendering
+#: high-contrast fills (the classes' own colours, bone-white, vanish on bright CT): Bone orange, Tooth cyan
+_PALETTE = {1: np.array([1.0, 0.5, 0.0], dtype=np.float32), 2: np.array([0.0, 0.9, 1.0], dtype=np.float32)}
 
 
 def _tile(grey: np.ndarray, labels: np.ndarray | None, colors: dict[int, np.ndarray], size: int) -> np.ndarray:
@@ -34,8 +36,8 @@ def comparison_figure(
     rows: Sequence[dict[str, Any]], columns: Sequence[str], classes: Sequence[dict[str, Any]], tile_size: int = 192
 ) -> np.ndarray:
     """RGB canvas. Each row: ``{"image": 2D array, "labels": {column: 2D labels}}``; the first column is the bare scan."""
-    colors = {int(c["value"]): np.asarray(c["color"], dtype=np.float32) for c in classes if int(c["value"]) != 0}
-    colors = {v: (c if c.max() < 0.95 or v != 1 else np.array([1.0, 0.55, 0.1])) for v, c in colors.items()}
+    colors = {int(c["value"]): _PALETTE.get(int(c["value"]), np.asarray(c["color"], dtype=np.float32))
+              for c in classes if int(c["value"]) != 0}
     bar_colors = [np.array(c) for c in ([0.5, 0.5, 0.5], [0.1, 0.8, 0.1], [0.2, 0.4, 1.0], [0.9, 0.2, 0.2],
                                         [0.9, 0.8, 0.1], [0.7, 0.2, 0.8])]
     tiles = []

@@ -191,6 +191,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     out, state_dir = opts.out_dir, opts.out_dir / STATE_DIR
     start_epoch, best_score, best_epoch, history = 0, -1.0, 0, []
+    commands = [opts.provenance["training_command"]] if "training_command" in opts.provenance else []
     if opts.resume:
         saved = load_state(state_dir, model, optimizer, device)
         if saved.get("config", {}).get("arch") not in (None, config.arch) or \
@@ -199,6 +200,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
                              "resume with the same architecture options")
         start_epoch, best_score, best_epoch = saved["epoch"], saved["best_score"], saved["best_epoch"]
         history = saved.get("history", [])
+        commands = saved.get("commands", []) + commands
     elif info.is_main and out.exists():
         _clear_own_files(out)
     distributed.barrier(info)
@@ -217,6 +219,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
         **opts.provenance,
         "training": {
             "options": {k: v for k, v in opts.to_json().items() if k not in ("provenance", "force", "resume")},
+            "commands": commands,  # every command of this run, the first one and each --resume
             "world_size": info.world_size,
             "device": str(device),
             "precision": str(dtype) if dtype else "fp32",
@@ -274,7 +277,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
                 install_best(state_dir / "best", out)
             save_state(state_dir, model, optimizer, {
                 "epoch": epoch + 1, "best_score": best_score, "best_epoch": best_epoch, "history": history,
-                "config": config.to_dict(), "options": opts.to_json(),
+                "config": config.to_dict(), "options": opts.to_json(), "commands": commands,
             })
             with open(out / LOG_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
