@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         augment=args.augment, seed=args.seed, resume=args.resume, force=args.force,
         provenance={"training_command": command},
     )
+    if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 shows progress and reports
+        train(options)
+        return 0
     with progress_bar("training", unit="step") as progress:
         out = train(options, progress=progress)
     print(f"model written to {out}")
