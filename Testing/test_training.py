@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from _helpers_training import TINY, write_dataset, write_specimen
 from fossilsegment_engine.errors import InputError, OutputError
-from fossilsegment_engine.training.augment import AugmentOptions, augment_batch
+from fossilsegment_engine.training.augment import AugmentOptions, augment_batch, augment_preset
 from fossilsegment_engine.training.data import find_specimens, select_slices, split_by_specimen
 from fossilsegment_engine.training.losses import DiceCELoss
 from fossilsegment_engine.training.train import TrainOptions, lr_at, train, train_model
@@ -60,6 +60,9 @@ def test_augment_keeps_image_and_labels_aligned() -> None:
     x3, _ = augment_batch(image * 0.5 + 0.2, labels, torch.Generator().manual_seed(1))
     assert torch.equal(x2, x3) and x2.shape == image.shape and 0 <= x2.min() and x2.max() <= 1
     assert set(y2.unique().tolist()) <= {0, 1}
+    assert augment_preset("light").p_noise == 0 and not augment_preset("none").enabled
+    with pytest.raises(ValueError):
+        augment_preset("heavy")
 
 
 def test_loss_prefers_the_truth() -> None:

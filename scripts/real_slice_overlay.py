@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,18 @@ from fossilsegment_engine.volume import Volume
 DEFAULT_INPUT = Path("/work/shared/data/real/paddlefish_ct_slice/slice_u16.npy")
 
 
+def segment_slice(model: Any, input_path: Path, out: Path, device: str = "auto", panel_size: int = 768) -> dict[str, float]:
+    """Segment one 2D ``.npy`` slice, write the overlay PNG to ``out``; returns {class name: pixel fraction}."""
+    array = np.load(input_path, allow_pickle=False)
+    if array.ndim != 2:
+        raise SystemExit(f"expected one 2D slice, got shape {array.shape}")
+    volume = Volume(array[None])
+    seg = model if isinstance(model, Segmenter) else Segmenter(model, device=device)
+    labels = seg.predict(volume)
+    write_overlay_png(volume, labels, out, seg.classes, n_slices=1, views=False, force=True, panel_size=panel_size)
+    return {c["name"]: float(np.mean(labels.array == c["value"])) for c in seg.classes}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None)
@@ -29,16 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--panel-size", type=int, default=768)
     args = p.parse_args(argv)
-    array = np.load(args.input, allow_pickle=False)
-    if array.ndim != 2:
-        raise SystemExit(f"expected one 2D slice, got shape {array.shape}")
-    volume = Volume(array[None])
-    seg = Segmenter(args.model, device=args.device)
-    labels = seg.predict(volume)
-    for c in seg.classes:
-        print(f"{c['name']}: {np.mean(labels.array == c['value']):.4f} of the slice")
-    write_overlay_png(volume, labels, args.out, seg.classes, n_slices=1, views=False, force=True,
-                      panel_size=args.panel_size)
+    fractions = segment_slice(args.model, args.input, args.out, args.device, args.panel_size)
+    for name, f in fractions.items():
+        print(f"{name}: {f:.4f} of the slice")
     print(f"overlay written to {args.out}")
     return 0
 
