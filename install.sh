@@ -9,7 +9,6 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml (see README for GPU builds).
 .venv/bin/python -m pip install --quiet -e ".[test]"
-.venv/bin/python -m pip check
 if [ "${1:-}" != "--no-demo" ]; then
   .venv/bin/fossilsegment demo --out demo_output --force
 fi
