@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+#: small real scans without labels, beside the project root (``../shared/data``); tests using them skip without
+SHARED_DATA = Path(os.environ.get("FOSSILSEGMENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests are about behaviour, run them on CPU everywhere
 os.environ.setdefault("TQDM_DISABLE", "1")
 

@@ -14,7 +14,9 @@ from _helpers_io import OBLIQUE, ORIGIN, SPACING, oblique_volume, write_dicom_se
 from fossilsegment_engine.io import read_volume, write_volume
 from fossilsegment_engine.io.tiff_stack import natural_key
 
-REAL_STACK = Path("/work/shared/data/real/trabecular_bone_tiff_stack")
+from conftest import SHARED_DATA
+
+REAL_STACK = SHARED_DATA / "real" / "trabecular_bone_tiff_stack"
 
 
 @pytest.mark.parametrize(("ext", "fmt", "tol"), [(".nrrd", "nrrd", 1e-12), (".mha", "metaimage", 0), (".nii.gz", "nifti", 1e-6), (".nii", "nifti", 1e-6)])

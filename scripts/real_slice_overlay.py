@@ -19,7 +19,7 @@ from fossilsegment_engine.inference.segmenter import Segmenter
 from fossilsegment_engine.io.overlay import write_overlay_png
 from fossilsegment_engine.volume import Volume
 
-DEFAULT_INPUT = Path("/work/shared/data/real/paddlefish_ct_slice/slice_u16.npy")
+DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "paddlefish_ct_slice" / "slice_u16.npy"
 
 
 def segment_slice(model: Any, input_path: Path, out: Path, device: str = "auto", panel_size: int = 768) -> dict[str, float]:
