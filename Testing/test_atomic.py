@@ -53,3 +53,16 @@ def test_force_replaces(tmp_path: Path) -> None:
     with atomic_dir(tmp_path / "d", force=True) as d:
         (d / "new.stl").write_text("new")
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["new.stl"]
+
+
+def test_saved_model_files_are_readable_by_others(tmp_path: Path) -> None:
+    from fossilsegment_engine.models import ModelConfig, build_model, save_model
+
+    config = ModelConfig(name="m", arch="unet", encoder="tu-resnet10t", encoder_depth=3, decoder_channels=8)
+    old = os.umask(0o022)
+    try:
+        folder = save_model(build_model(config), config, tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {
+        "model.safetensors": 0o644, "config.json": 0o644}

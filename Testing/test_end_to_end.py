@@ -59,7 +59,9 @@ def test_phantom_then_segment_with_default_model(tmp_path: Path) -> None:
     edges.Update()
     assert edges.GetOutput().GetNumberOfCells() == 0, "the STL is not closed"
     b = np.array(mesh.GetBounds()).reshape(3, 2)  # STL is LPS like the image's physical space
-    assert np.all(b[:, 0] >= lo - 1e-6) and np.all(b[:, 1] <= hi + 1e-6)
+    # windowed-sinc smoothing (Slicer's default 0.5) may move a surface touching the border by a fraction of a voxel
+    tol = 0.5 * min(image.GetSpacing())
+    assert np.all(b[:, 0] >= lo - tol) and np.all(b[:, 1] <= hi + tol), (b, lo, hi)
 
 
 def test_demo_gives_a_real_segmentation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -18,8 +18,8 @@ def _umask() -> int:
     return mask
 
 
-def _normal_mode(path: Path, directory: bool) -> None:
-    """mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask-based mode."""
+def normal_mode(path: Path, directory: bool = False) -> None:
+    """Give ``path`` the usual umask-based mode (mkstemp/mkdtemp and some writers create private 0600/0700 entries)."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
@@ -45,7 +45,7 @@ def atomic_path(path: Path | str, force: bool = False) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{dot}{suffix}" if dot else ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    _normal_mode(tmp_path, directory=False)
+    normal_mode(tmp_path, directory=False)
     try:
         yield tmp_path
         if path.exists() and not force:  # appeared meanwhile
@@ -62,7 +62,7 @@ def atomic_dir(path: Path | str, force: bool = False) -> Iterator[Path]:
     path = check_can_write(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    _normal_mode(tmp, directory=True)
+    normal_mode(tmp, directory=True)
     try:
         yield tmp
         if path.exists():

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
-from ..atomic import atomic_dir, check_can_write
+from ..atomic import atomic_dir, check_can_write, normal_mode
 from ..errors import ModelError
 from ..resources import candidate_resource_dirs
 from .build import build_model
@@ -167,6 +167,7 @@ def save_model(
     with atomic_dir(folder, force=force) as tmp:
         weights = tmp / config.weights_file
         save_file(state, str(weights), metadata={"format": "pt", "fossilsegment_model": config.name})
+        normal_mode(weights)  # safetensors writes 0600
         saved = dataclasses.replace(config, weights_sha256=file_sha256(weights), provenance=provenance)
         saved.save(tmp / CONFIG_FILE)
         for name, text in (extra_files or {}).items():
