@@ -119,7 +119,12 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         "## Not done", "",
         "- The paper's Table 2 (U-Net vs DeepLab v3+ MobileNetV1 with 1/2 skips, ASPP concatenated, ResNet-50) was "
         "not reproduced, not even scaled down: no CPU time was left. `fossilsegment train --arch deeplabv3plus "
-        "--encoder tu-mobilenetv1_100 --skips 1|2 [--aspp-concat]` / `--encoder resnet50` train those variants.", "",
+        "--encoder tu-mobilenetv1_100 --skips 1|2 [--aspp-concat]` / `--encoder resnet50` train those variants "
+        "(`scripts/reproduce_table2.py` runs the whole protocol).", "",
+        "## Other benchmarks", "",
+        "- Few-shot fine-tuning and uncertainty (issue 5): [docs/benchmarks/finetune.md](docs/benchmarks/finetune.md)",
+        "- Mesh export against Slicer's own (issue 7): [docs/benchmarks/mesh_export.md](docs/benchmarks/mesh_export.md)",
+        "",
     ]
     return "\n".join(lines)
 
