@@ -23,7 +23,7 @@ import SimpleITK as sitk
 import tifffile
 
 from ..errors import InputError
-from .validate import check_components, check_shape, short_itk_reason
+from .validate import check_components, check_shape, read_itk_information, short_itk_reason
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +144,7 @@ def _tiff_info(path: Path) -> tuple[_SliceInfo, Spacing3]:
 
 
 def _png_info(path: Path) -> tuple[_SliceInfo, Spacing3]:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read {path}: {short_itk_reason(exc)}") from exc
+    reader = read_itk_information(path)
     shape = tuple(reversed(reader.GetSize()))
     info = _SliceInfo(shape, sitk.GetPixelIDValueAsString(reader.GetPixelID()), reader.GetNumberOfComponents())
     sx, sy = reader.GetSpacing()[:2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import SimpleITK as sitk
 
 from ..errors import InputError
 
@@ -91,3 +92,14 @@ def short_itk_reason(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     reason = lines[-1] if lines else type(exc).__name__
     return re.sub(r"^(itk::ERROR: *)?(\w+\(0x[0-9a-f]+\): *)?", "", reason)
+
+
+def read_itk_information(path) -> sitk.ImageFileReader:
+    """A SimpleITK reader for ``path`` with its header read (size, spacing, components); unreadable → InputError."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"cannot read {path}: {short_itk_reason(exc)}") from exc
+    return reader

@@ -30,6 +30,7 @@ from .validate import (
     LUMA_WEIGHTS,
     check_components,
     check_shape,
+    read_itk_information,
     short_itk_reason,
     to_luminance,
     validate_array,
@@ -53,12 +54,7 @@ def _suffix(path: Path) -> str:
 
 def _read_itk_file(path: Path, fmt: str) -> tuple[np.ndarray, Geometry, str]:
     """One image file through SimpleITK: check the header first, then read the voxels once."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read {path}: {short_itk_reason(exc)}") from exc
+    reader = read_itk_information(path)
     check_components(reader.GetNumberOfComponents(), str(path))
     check_shape(tuple(reversed(reader.GetSize())), str(path))
     try:
