@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark issue 5: few-shot fine-tuning vs the unchanged model vs contour interpolation, and uncertainty.
 
-On phantoms of the shape family the default model never trained on (``vertebra``, see docs/TRAINING_STATUS.md),
+On phantoms of the shape family the default model never trained on (``vertebra``, see docs/TRAINING.md),
 for 1, 3, 5 and 10 evenly spaced annotated axial slices (spread over the slices that hold bone):
 
 (a) the model unchanged, (b) the model fine-tuned on those slices (wall time per fine-tune), (c) ITK's
