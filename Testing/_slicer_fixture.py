@@ -50,3 +50,15 @@ def close_scene(scene: Any) -> None:
     scene.Clear(1)
     if getattr(slicer, "mrmlScene", None) is scene:
         slicer.mrmlScene = None
+
+
+def add_labelmap_node(scene: Any, volume: Any) -> Any:
+    """A vtkMRMLLabelMapVolumeNode holding an engine ``Volume`` (LPS geometry → the node's IJK-to-RAS)."""
+    import numpy as np
+    import slicer
+
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.ijk_to_lps()
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ras))
+    slicer.util.updateVolumeFromArray(node, volume.array)
+    return node

@@ -28,18 +28,11 @@ def _labels() -> Volume:
 
 
 def _slicer_mesh(vol: Volume, smoothing: float, decimation: float, tmp: Path) -> vtk.vtkPolyData:
-    from _slicer_fixture import close_scene, make_scene
+    from _slicer_fixture import add_labelmap_node, close_scene, make_scene
 
     scene = make_scene()
     try:
-        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.ijk_to_lps()
-        matrix = vtk.vtkMatrix4x4()
-        for r in range(4):
-            for c in range(4):
-                matrix.SetElement(r, c, ras[r, c])
-        node.SetIJKToRASMatrix(matrix)
-        slicer.util.updateVolumeFromArray(node, vol.array)
+        node = add_labelmap_node(scene, vol)
         seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(node, seg)
         seg.GetSegmentation().SetConversionParameter("Smoothing factor", str(smoothing))

@@ -74,19 +74,12 @@ def slicer_export(vol: Volume, folder: Path) -> dict:
     import slicer
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
-    from _slicer_fixture import close_scene, make_scene
+    from _slicer_fixture import add_labelmap_node, close_scene, make_scene
 
     scene = make_scene()
     try:
         t0 = time.perf_counter()
-        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.ijk_to_lps()
-        matrix = vtk.vtkMatrix4x4()
-        for r in range(4):
-            for c in range(4):
-                matrix.SetElement(r, c, ras[r, c])
-        node.SetIJKToRASMatrix(matrix)
-        slicer.util.updateVolumeFromArray(node, vol.array)
+        node = add_labelmap_node(scene, vol)
         seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(node, seg)
         assert ok, "labelmap import failed"
