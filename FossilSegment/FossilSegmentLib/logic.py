@@ -21,15 +21,20 @@ import vtk.util.numpy_support
 import slicer
 from fossilsegment_engine.errors import InputError, OutputError
 from fossilsegment_engine.progress import CancelToken, ProgressCallback, check_cancelled
+from fossilsegment_engine.roi import Box, covering_box
 from fossilsegment_engine.volume import Volume
 
 from .classes import SegmentClass, segmentClasses
 from .corrections import CorrectionsLogicMixin
-from .geometry import kRangeOfPoints, lpsGeometryFromIJKToRAS
+from .geometry import lpsGeometryFromIJKToRAS
 
 MODULE_NAME = "FossilSegment"
 #: ``factory(model, device, batchSize)`` → an object with ``.predict(...)`` and ``.classes`` (the engine's Segmenter).
 SegmenterFactory = Callable[[Optional[str], str, Optional[int]], Any]
+
+
+#: Markups store positions as float32: an ROI face on a voxel face may be off by ~1e-4 voxel (micro-CT).
+ROI_TOLERANCE_VOXELS = 1e-3
 
 
 def defaultSegmenterFactory(model: Optional[str], device: str, batchSize: Optional[int]) -> Any:
@@ -104,31 +109,99 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
         spacing, origin, direction = lpsGeometryFromIJKToRAS(_ijkToRAS(volumeNode))
         return Volume(array, spacing, origin, direction, meta={"name": volumeNode.GetName()})
 
+    def boxFromROI(self, volumeNode, roiNode) -> Box:
+        """The voxels of ``volumeNode`` touched by a markups ROI of any orientation: the ROI's 8 corners
+        (world RAS, through the ROI's parent transform) → the volume's IJK (through its own parent transform)
+        → every voxel overlapping their bounding box, clipped to the volume. Non-linear transforms are refused."""
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise InputError("select an input volume with image data first")
+        if roiNode is None or not roiNode.IsA("vtkMRMLMarkupsROINode"):
+            raise InputError("the region must be a markups ROI node")
+        name = roiNode.GetName()
+        roiTransform = roiNode.GetParentTransformNode()
+        if roiTransform is not None and not roiTransform.IsTransformToWorldLinear():
+            raise InputError(f"ROI '{name}' is under a non-linear transform; harden or remove the transform")
+        size, centre = [0.0] * 3, [0.0] * 3
+        roiNode.GetSizeWorld(size)
+        roiNode.GetCenterWorld(centre)
+        if min(size) <= 0:
+            raise InputError(f"ROI '{name}' has no size yet: place it in a view, or press 'Fit to volume'")
+        axes = np.zeros((3, 3))  # rows: the ROI's unit axes in world RAS
+        for n in range(3):
+            axis = [0.0] * 3
+            roiNode.GetAxisWorld(n, axis)
+            axes[n] = axis
+        signs = np.array([[sx, sy, sz] for sx in (-0.5, 0.5) for sy in (-0.5, 0.5) for sz in (-0.5, 0.5)])
+        cornersRAS = np.asarray(centre) + (signs * np.asarray(size)) @ axes
+        worldToIJK = self._worldToIJK(volumeNode)
+        ijk = (worldToIJK @ np.c_[cornersRAS, np.ones(8)].T)[:3].T
+        dims = volumeNode.GetImageData().GetDimensions()
+        box = covering_box(ijk, (dims[2], dims[1], dims[0]), tolerance=ROI_TOLERANCE_VOXELS)
+        if box is None:
+            roiBounds, volumeBounds = [0.0] * 6, [0.0] * 6
+            roiNode.GetRASBounds(roiBounds)
+            volumeNode.GetRASBounds(volumeBounds)
+            raise InputError(f"ROI '{name}' (RAS {_formatBounds(roiBounds)} mm) does not overlap volume "
+                             f"'{volumeNode.GetName()}' (RAS {_formatBounds(volumeBounds)} mm)")
+        return box
+
     def sliceRangeFromROI(self, volumeNode, roiNode) -> tuple[int, int]:
-        """Half-open K range of the volume covered by a markups ROI (its 8 corners, in RAS)."""
-        bounds = [0.0] * 6
-        roiNode.GetRASBounds(bounds)
-        corners = np.array([[x, y, z] for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]])
+        """Half-open K range of the volume covered by a markups ROI (see :meth:`boxFromROI`)."""
+        box = self.boxFromROI(volumeNode, roiNode)
+        return box.k0, box.k1
+
+    @staticmethod
+    def _worldToIJK(volumeNode) -> np.ndarray:
+        """4x4 world RAS → the volume's IJK, through its parent transform (refused when non-linear)."""
         rasToIJK = vtk.vtkMatrix4x4()
         volumeNode.GetRASToIJKMatrix(rasToIJK)
-        if volumeNode.GetParentTransformNode():
+        transform = volumeNode.GetParentTransformNode()
+        if transform is not None:
             worldToLocal = vtk.vtkMatrix4x4()
-            if not volumeNode.GetParentTransformNode().GetMatrixTransformFromWorld(worldToLocal):
-                raise InputError("the input volume is under a non-linear transform; use a slice range instead of an ROI")
+            if not transform.GetMatrixTransformFromWorld(worldToLocal):
+                raise InputError(f"volume '{volumeNode.GetName()}' is under a non-linear transform; harden it or use "
+                                 "a slice range instead of an ROI")
             vtk.vtkMatrix4x4.Multiply4x4(rasToIJK, worldToLocal, rasToIJK)
-        dims = volumeNode.GetImageData().GetDimensions()
-        try:
-            return kRangeOfPoints(slicer.util.arrayFromVTKMatrix(rasToIJK), corners, dims)
-        except ValueError as exc:
-            raise InputError(str(exc)) from exc
+        return slicer.util.arrayFromVTKMatrix(rasToIJK)
+
+    @staticmethod
+    def fitROIToVolume(roiNode, volumeNode) -> None:
+        """Make ``roiNode`` the whole volume: same parent transform, aligned with the volume's IJK axes (world
+        axes for a sheared volume), corners on the outer faces of the corner voxels."""
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise InputError("select an input volume with image data first")
+        ijkToRAS = _ijkToRAS(volumeNode)
+        dims = np.array(volumeNode.GetImageData().GetDimensions(), dtype=float)
+        axes = ijkToRAS[:3, :3]
+        spacing = np.linalg.norm(axes, axis=0)
+        unit = axes / spacing
+        objectToNode = np.eye(4)
+        if np.allclose(unit.T @ unit, np.eye(3), atol=1e-6):
+            if np.linalg.det(unit) < 0:
+                unit[:, 2] *= -1  # a right-handed ROI frame; the box is symmetric about its centre
+            objectToNode[:3, :3] = unit
+            size = dims * spacing
+        else:  # sheared voxel grid: the axis-aligned box around it
+            faces = np.array([[i, j, k, 1.0] for i in (-0.5, dims[0] - 0.5) for j in (-0.5, dims[1] - 0.5)
+                              for k in (-0.5, dims[2] - 0.5)])
+            ras = (ijkToRAS @ faces.T)[:3]
+            size = ras.max(axis=1) - ras.min(axis=1)
+        objectToNode[:3, 3] = (ijkToRAS @ np.r_[(dims - 1) / 2, 1.0])[:3]
+        with slicer.util.NodeModify(roiNode):
+            roiNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+            roiNode.GetObjectToNodeMatrix().DeepCopy(slicer.util.vtkMatrixFromArray(objectToNode))
+            roiNode.SetSize(*size.tolist())
 
     # ------------------------------------------------------------------ step 2 (any thread, no MRML)
     def runEngine(self, volume: Volume, model: Optional[str] = None, device: str = "auto",
                   batchSize: Optional[int] = None, minIslandVoxels: int = 64, fillHoles: bool = True,
                   sliceRange: Optional[tuple[int, int]] = None, progress: Optional[ProgressCallback] = None,
                   cancel: Optional[CancelToken] = None,
-                  segmenterFactory: Optional[SegmenterFactory] = None) -> Volume:
-        """The engine's uint8 labelmap for ``volume`` (same geometry). Raises ``Cancelled`` when cancelled."""
+                  segmenterFactory: Optional[SegmenterFactory] = None, roi: Optional[Box] = None) -> Volume:
+        """The engine's uint8 labelmap for ``volume`` (same geometry). Raises ``Cancelled`` when cancelled.
+
+        ``roi`` (a voxel :class:`Box`, e.g. from :meth:`boxFromROI`): voxels outside it are 0; with a
+        ``sliceRange`` too, only their common slices are segmented."""
         from fossilsegment_engine.inference.postprocess import PostprocessOptions
 
         if sliceRange is not None:
@@ -136,11 +209,19 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
             if not 0 <= start < stop <= volume.shape[0]:
                 raise InputError(f"slice range {start}:{stop} is empty or outside the volume's 0:{volume.shape[0]} slices")
             sliceRange = (start, stop)
+        where: dict[str, Any] = {"slice_range": sliceRange}
+        if roi is not None:
+            box = roi.check_inside(volume.shape)
+            if sliceRange is not None:
+                box = box.intersect(Box(sliceRange[0], sliceRange[1], box.j0, box.j1, box.i0, box.i1))
+                if box is None:
+                    raise InputError(f"the slice range {sliceRange[0]}:{sliceRange[1]} and the ROI (slices "
+                                     f"{roi.k0}:{roi.k1}) share no slice")
+            where = {"roi": box}
         segmenter = self.getSegmenter(model, device, batchSize, segmenterFactory)
         self.lastClasses = segmentClasses(segmenter.classes)
         options = PostprocessOptions(min_island_voxels=int(minIslandVoxels), fill_holes=bool(fillHoles))
-        labelmap = segmenter.predict(volume, progress=progress, cancel=cancel,
-                                     slice_range=sliceRange, postprocess=options)
+        labelmap = segmenter.predict(volume, progress=progress, cancel=cancel, postprocess=options, **where)
         check_cancelled(cancel)
         return labelmap
 
@@ -242,17 +323,19 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
                 batchSize: Optional[int] = None, minIslandVoxels: int = 64, fillHoles: bool = True,
                 sliceRange: Optional[tuple[int, int]] = None, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None, segmenterFactory: Optional[SegmenterFactory] = None,
-                overwrite: bool = False):
-        """Segment ``inputVolume``; return the segmentation node. On cancel or error the scene is unchanged."""
+                overwrite: bool = False, roiNode=None):
+        """Segment ``inputVolume`` (only the voxels ``roiNode``, a markups ROI, touches, when given); return the
+        segmentation node. On cancel or error the scene is unchanged."""
         segmenterArgs = dict(model=model, device=device, batchSize=batchSize, segmenterFactory=segmenterFactory)
         classes = self.modelClasses(**segmenterArgs)
         conflicts = self.conflictingSegmentNames(outputSegmentation, [c.name for c in classes])
         if conflicts and not overwrite:  # fail before the slow part
             raise OutputError(f"segmentation '{outputSegmentation.GetName()}' already has segment(s) "
                               f"{', '.join(conflicts)}; choose another output or allow replacing them")
+        roi = self.boxFromROI(inputVolume, roiNode) if roiNode is not None else None
         volume = self.prepareInput(inputVolume)
         labelmap = self.runEngine(volume, minIslandVoxels=minIslandVoxels, fillHoles=fillHoles,
-                                  sliceRange=sliceRange, progress=progress, cancel=cancel, **segmenterArgs)
+                                  sliceRange=sliceRange, progress=progress, cancel=cancel, roi=roi, **segmenterArgs)
         return self.applyResult(labelmap, inputVolume, outputSegmentation, classes, overwrite)
 
     # ------------------------------------------------------------------ results
@@ -298,6 +381,11 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
             shutil.rmtree(staging, ignore_errors=True)
         logging.info("FossilSegment: wrote %s", ", ".join(written))
         return written
+
+
+def _formatBounds(bounds) -> str:
+    """``[x0, x1, y0, y1, z0, z1]`` → ``x0:x1,y0:y1,z0:z1`` (1 decimal)."""
+    return ",".join(f"{bounds[n]:.1f}:{bounds[n + 1]:.1f}" for n in (0, 2, 4))
 
 
 def _removeWithDisplayNodes(node) -> None:

@@ -11,7 +11,7 @@ class FossilSegmentParameterNode:
     """
     inputVolume - CT/micro-CT scan to segment (slices along K).
     outputSegmentation - where segments go; None creates a new segmentation.
-    roi - optional box: only the axial slices it covers are segmented.
+    roi - optional markups ROI (any orientation): only the voxels it touches are segmented.
     model - bundled model name or model folder; "" = the default model.
     device - "auto", "cpu", "cuda:N" or "mps".
     batchSize - slices per batch; 0 = automatic.

@@ -62,6 +62,8 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.correctedSlicesList.connect("itemDoubleClicked(QListWidgetItem*)", self.onSliceDoubleClicked)
         self.ui.learnButton.connect("clicked(bool)", self.onLearnButton)
         self.ui.suggestSlicesButton.connect("clicked(bool)", self.onSuggestSlicesButton)
+        self.ui.fitRoiButton.connect("clicked(bool)", self.onFitROI)
+        self.ui.roiSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onROIAddedByUser)
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
@@ -162,6 +164,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                   self.ui.modelComboBox, self.ui.loadModelButton, self.ui.deviceComboBox):
             w.enabled = not running
         self.ui.sliceStartSpinBox.enabled = self.ui.sliceStopSpinBox.enabled = p.useSliceRange
+        self.ui.fitRoiButton.enabled = bool(p.inputVolume) and not running
         hasResult = bool(p.outputSegmentation) and not running
         for w in (self.ui.editInSegmentEditorButton, self.ui.show3DButton, self.ui.exportStlButton,
                   self.ui.markSliceButton, self.ui.proposeSlicesButton, self.ui.removeSliceButton):
@@ -248,13 +251,10 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = "Not started: choose another output segmentation."
                 return
             overwrite = True
-        sliceRange = None
-        if p.roi:
-            sliceRange = self.logic.sliceRangeFromROI(p.inputVolume, p.roi)
-        elif p.useSliceRange:
-            sliceRange = (p.sliceStart, p.sliceStop)
+        roi = self.logic.boxFromROI(p.inputVolume, p.roi) if p.roi else None
+        sliceRange = (p.sliceStart, p.sliceStop) if p.useSliceRange else None
         volume = self.logic.prepareInput(p.inputVolume)
-        args.update(minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles, sliceRange=sliceRange)
+        args.update(minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles, sliceRange=sliceRange, roi=roi)
         context = dict(inputVolume=p.inputVolume, outputSegmentation=p.outputSegmentation, classes=classes,
                        overwrite=overwrite)
         # Inference runs on a worker thread (see job.py for why not a subprocess); a QTimer polls it here.
@@ -265,6 +265,25 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGui()
         self._job.start()
         self._timer.start()
+
+    def onFitROI(self) -> None:
+        """Fit the selected ROI (a new one when none) to the input volume."""
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Cannot fit the region to the volume."):
+            roi = p.roi
+            if roi is None:
+                roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode",
+                                                         slicer.mrmlScene.GenerateUniqueName("FossilSegment region"))
+                roi.CreateDefaultDisplayNodes()
+            self.logic.fitROIToVolume(roi, p.inputVolume)
+            p.roi = roi
+
+    def onROIAddedByUser(self, node) -> None:
+        """A region created from the selector starts as the whole input volume."""
+        if self._parameterNode and self._parameterNode.inputVolume and node is not None:
+            with slicer.util.tryWithErrorDisplay("Cannot fit the new region to the volume."):
+                node.CreateDefaultDisplayNodes()  # a no-op when the selector made them
+                self.logic.fitROIToVolume(node, self._parameterNode.inputVolume)
 
     def _pollWorker(self) -> None:
         job = self._job

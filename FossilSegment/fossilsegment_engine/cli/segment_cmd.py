@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import FossilSegmentError
 from ._progress import progress_bar
 from ._uncertainty import add_uncertainty_options, check_uncertainty_output, write_uncertainty_from_args
+
+if TYPE_CHECKING:
+    from ..roi import Box
+    from ..volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +25,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: chosen for the device)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 on GPU, fp32 on CPU")
+                   help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
+    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compiled"],
+                   help="auto: torch.compile for large CPU jobs in bf16 when a C++ compiler exists, else eager")
     p.add_argument("--min-island", type=int, default=64, metavar="VOXELS",
                    help="remove connected pieces smaller than this (default 64); every larger piece is kept")
     p.add_argument("--no-fill-holes", action="store_true", help="do not fill cavities enclosed inside bone")
@@ -61,6 +68,46 @@ def parse_slices(text: str | None) -> tuple[int, int] | None:
     return start, stop
 
 
+def add_roi_options(p: argparse.ArgumentParser) -> None:
+    """``--roi`` (voxels) / ``--roi-mm`` (LPS mm): segment only a box; everything outside it is label 0."""
+    roi = p.add_mutually_exclusive_group()
+    roi.add_argument("--roi", default=None, metavar="I0:I1,J0:J1,K0:K1",
+                     help="segment only this box of voxels, given in x, y, z order: column (i), row (j), slice (k) "
+                          "ranges as in Slicer's IJK, 0-based, stop excluded; an empty START or STOP means the "
+                          "volume's edge (e.g. 100:400,:,20:180); combined with --slices, the common slices are used; "
+                          "voxels outside are 0 in every output (intensities are still normalised on the whole scan)")
+    roi.add_argument("--roi-mm", default=None, metavar="X0:X1,Y0:Y1,Z0:Z1",
+                     help="segment only this box in millimetres, in the LPS coordinates of the scan's origin and "
+                          "direction (x to the patient's left, y posterior, z superior; Slicer shows RAS: negate x "
+                          "and y); every voxel it touches is segmented, clipped to the scan; write "
+                          "--roi-mm=-20:5,... when X0 is negative")
+
+
+def check_roi_options(args: argparse.Namespace) -> None:
+    """Parse ``--roi``/``--roi-mm`` once (InputError on bad syntax) before any slow work."""
+    from ..roi import parse_mm_roi, parse_voxel_roi
+
+    if getattr(args, "roi", None):
+        parse_voxel_roi(args.roi)
+    if getattr(args, "roi_mm", None):
+        parse_mm_roi(args.roi_mm)
+
+
+def roi_from_args(args: argparse.Namespace, volume: Volume, slice_range: tuple[int, int] | None
+                  ) -> tuple[Box | None, dict]:
+    """``(Box or None, provenance dict)`` for ``--roi``/``--roi-mm`` (intersected with ``--slices``)."""
+    from ..roi import parse_mm_roi, resolve_roi
+
+    box = resolve_roi(volume.shape, volume.ijk_to_lps(), voxels=getattr(args, "roi", None),
+                      mm=getattr(args, "roi_mm", None), slices=slice_range)
+    if box is None:
+        return None, {}
+    record = {"roi_ijk": box.ijk_ranges()}
+    if getattr(args, "roi_mm", None):
+        record["roi_mm_lps"] = [list(b) for b in parse_mm_roi(args.roi_mm)]
+    return box, record
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment fossil bone in a CT scan",
                        description="Segment a CT/micro-CT scan slice by slice. INPUT: NRRD/NHDR, NIfTI, MHA/MHD, "
@@ -80,6 +127,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SI", "SJ", "SK"),
                    help="voxel spacing in mm for image stacks without spacing metadata")
     p.add_argument("--slices", default=None, metavar="START:STOP", help="segment only these axial slices")
+    add_roi_options(p)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_model_options(p)
     add_mesh_options(p)
@@ -108,7 +156,8 @@ def load_segmenter(args: argparse.Namespace):
     """The Segmenter for ``--model/--device/--batch-size/--precision`` (loaded once)."""
     from ..inference.segmenter import Segmenter
 
-    return Segmenter(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
+    return Segmenter(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision,
+                     backend=getattr(args, "backend", "auto"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,18 +171,21 @@ def run(args: argparse.Namespace) -> int:
     outputs.check()  # before the slow part
     check_uncertainty_output(args)
     slice_range = parse_slices(args.slices)
+    check_roi_options(args)  # syntax errors before the slow read
     volume = read_volume(args.input, spacing=args.spacing)
     if slice_range and slice_range[1] > volume.shape[0]:
         raise FossilSegmentError(f"--slices {args.slices}: the volume has {volume.shape[0]} slices")
+    roi, roi_record = roi_from_args(args, volume, slice_range)
     segmenter = load_segmenter(args)
     log.info("input %s: %s voxels (k, j, i), spacing %s mm; model %s on %s", args.input, volume.shape,
              tuple(round(s, 6) for s in volume.spacing), segmenter.config.name, segmenter.device)
     parameters = {"device": str(segmenter.device), "batch_size": args.batch_size, "precision": args.precision,
                   "min_island_voxels": args.min_island, "fill_holes": not args.no_fill_holes,
-                  "slices": list(slice_range) if slice_range else None}
+                  "slices": list(slice_range) if slice_range else None, **roi_record}
+    where = {"roi": roi} if roi is not None else {"slice_range": slice_range}  # the ROI holds --slices too
     with progress_bar("segmenting") as progress:
         record = segment_and_write(volume, segmenter, outputs, parameters, progress=progress,
-                                   slice_range=slice_range, **predict_options(args))
+                                   **where, **predict_options(args))
     counts = record.segment_voxels()
     voxel_mm3 = volume.spacing[0] * volume.spacing[1] * volume.spacing[2]
     names = {c["value"]: c["name"] for c in segmenter.classes}

@@ -1,8 +1,12 @@
 """Choosing the compute device and numeric precision.
 
-Precision ``"auto"``: bf16 autocast on CUDA (fp16 where the GPU lacks bf16); fp32 on CPU and MPS.
-bf16 autocast + channels_last is 2–3x faster on CPUs with bf16 matrix units, but its agreement with
-fp32 on a trained model is unchecked, so CPU uses it only when ``precision="bf16"`` is asked for.
+Inference (:func:`resolve_inference_precision`), precision ``"auto"``: bf16 autocast on CUDA (fp16 where the GPU
+lacks bf16); on the CPU bf16 where it has native bf16 instructions (AVX512-BF16 or AMX), else fp32; fp32 on MPS.
+On such CPUs bf16 autocast + channels_last is about 2x faster than fp32, and on the default model it labels
+99.97 % of voxels as fp32 does (measured on the demo scan mirrored to 512², docs/benchmarks); without native
+bf16 the CPU emulates it, slower than fp32.
+
+Training (:func:`resolve_precision`), precision ``"auto"``: bf16 (or fp16) on CUDA, fp32 on CPU and MPS.
 """
 
 from __future__ import annotations
@@ -81,6 +85,23 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if name == "fp16" and device.type == "cpu":
         raise DeviceError("precision fp16 is for GPUs; on CPU use bf16 or fp32")
     return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles), where bf16 autocast pays."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # older torch or a non-x86 build
+        return False
+
+
+def resolve_inference_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Like :func:`resolve_precision` for inference: ``auto`` on a CPU with native bf16 is bf16, not fp32."""
+    dtype = resolve_precision(precision, device)
+    name = _PRECISION_ALIASES[str(precision).strip().lower()]
+    if name == "auto" and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:

@@ -1,13 +1,18 @@
 """Clean-up of a predicted labelmap: drop tiny 3D islands, fill enclosed cavities, keep every real fragment.
 
-Per foreground class, on a boolean mask cropped to the class's bounding box:
+Per foreground class, on the class's bounding box:
 - islands: 3D connected components (26-connected, so diagonally touching voxels count as one piece)
   smaller than ``min_island_voxels`` become background. Every component at or above the size is kept —
   fossils are fragmentary, so the largest component is never singled out.
-- holes: background voxels enclosed by the class in 3D become that class (``binary_fill_holes`` with a
-  26-connected background, so a cavity that reaches the outside even through a diagonal gap stays open).
-  Filling is 3D on purpose: per-slice filling would close foramina and medullary canals that are open in
-  3D but look enclosed in a single slice. Voxels of other classes are never overwritten.
+- holes: background voxels enclosed by the class in 3D become that class (the class's complement is
+  26-connected, so a cavity that reaches the outside even through a diagonal gap stays open; other classes
+  are part of that complement and are never overwritten). Filling is 3D on purpose: per-slice filling
+  would close foramina and medullary canals that are open in 3D but look enclosed in a single slice.
+  Classes fill in the order given; a voxel enclosed by two classes takes the first.
+
+Memory is bounded: components are found slab by slab (:mod:`.components`), so temporaries stay within
+``max_bytes`` (256 MB by default) whatever the volume size; with ``inplace=True`` no copy is made either.
+The result is identical to labelling the whole volume at once.
 """
 
 from __future__ import annotations
@@ -16,12 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError
-
-_FULL = ndimage.generate_binary_structure(3, 3)  # 26-connectivity
-_CHUNK = 32  # slices per chunk when counting component sizes
+from .components import DEFAULT_MAX_BYTES, ComponentStats, select_components, slab_length
 
 
 @dataclass(frozen=True)
@@ -40,76 +42,83 @@ class PostprocessOptions:
 
 def _class_values(classes: Iterable[Any]) -> list[int]:
     values = [int(c["value"]) if isinstance(c, Mapping) else int(c) for c in classes]
-    return [v for v in values if v != 0]
+    return list(dict.fromkeys(v for v in values if v != 0))
 
 
-def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box of a boolean mask, or None when empty."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
+def _bbox(labels: np.ndarray, value: int, slab: int) -> tuple[slice, ...] | None:
+    """Tight bounding box of ``labels == value``, computed a slab at a time; None when absent."""
+    hits = [np.zeros(n, dtype=bool) for n in labels.shape]
+    for k0 in range(0, labels.shape[0], slab):
+        mask = labels[k0 : k0 + slab] == value
+        in_k = mask.any(axis=(1, 2))
+        if not in_k.any():
+            continue
+        hits[0][k0 : k0 + slab] = in_k
+        hits[1] |= mask.any(axis=(0, 2))
+        hits[2] |= mask.any(axis=(0, 1))
+    if not hits[0].any():
+        return None
+    return tuple(slice(int(np.flatnonzero(h)[0]), int(np.flatnonzero(h)[-1]) + 1) for h in hits)
 
 
-def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """26-connected components, in uint16 when they fit (half the memory), else int32."""
-    try:
-        out = np.empty(mask.shape, dtype=np.uint16)
-        n = ndimage.label(mask, structure=_FULL, output=out)
-        return out, int(n)
-    except RuntimeError:  # more components than uint16 holds
-        out = np.empty(mask.shape, dtype=np.int32)
-        n = ndimage.label(mask, structure=_FULL, output=out)
-        return out, int(n)
+def _remove_islands(region: np.ndarray, value: int, min_voxels: int, slab: int) -> None:
+    """Set to 0, in place, the 26-connected components of ``region == value`` under ``min_voxels``."""
+
+    def clear(k0: int, k1: int, chosen: np.ndarray) -> None:
+        np.copyto(region[k0:k1], 0, where=chosen)
+
+    select_components(lambda k0, k1: region[k0:k1] == value, region.shape[0],
+                      lambda stats: stats.sizes < min_voxels, clear, slab)
 
 
-def remove_small_islands(mask: np.ndarray, min_voxels: int) -> np.ndarray:
-    """``mask`` (bool, 3D) without its 26-connected components smaller than ``min_voxels`` (in place)."""
-    if min_voxels <= 1 or not mask.any():
-        return mask
-    lab, n = _label(mask)
-    sizes = np.zeros(n + 1, dtype=np.int64)
-    for k in range(0, lab.shape[0], _CHUNK):  # bincount copies to intp: do it a chunk at a time
-        sizes += np.bincount(lab[k : k + _CHUNK].ravel(), minlength=n + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    if not keep[1:].all():
-        for k in range(0, lab.shape[0], _CHUNK):
-            mask[k : k + _CHUNK] &= keep[lab[k : k + _CHUNK]]
-    return mask
+def _fill_enclosed(region: np.ndarray, value: int, slab: int) -> None:
+    """Set to ``value``, in place, the 0 voxels of complement components not touching the region border.
+
+    ``region`` is the class's bounding box (or any box holding all its voxels): everything outside it is
+    complement reaching the volume border, so touching the box border is the same as reaching the outside.
+    """
+
+    def fill(k0: int, k1: int, chosen: np.ndarray) -> None:
+        part = region[k0:k1]
+        chosen &= part == 0
+        np.copyto(part, value, where=chosen)
+
+    def enclosed(stats: ComponentStats) -> np.ndarray:
+        return ~stats.touches_border
+
+    select_components(lambda k0, k1: region[k0:k1] != value, region.shape[0], enclosed, fill, slab)
 
 
-def postprocess(labels: np.ndarray, classes: Iterable[Any], options: PostprocessOptions | None = None) -> np.ndarray:
-    """A cleaned copy of the integer labelmap ``labels`` (K, H, W); ``classes`` are config class dicts or values."""
+def postprocess(
+    labels: np.ndarray,
+    classes: Iterable[Any],
+    options: PostprocessOptions | None = None,
+    *,
+    inplace: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> np.ndarray:
+    """The cleaned integer labelmap ``labels`` (K, H, W); ``classes`` are config class dicts or values.
+
+    Returns a copy, or ``labels`` itself cleaned in place with ``inplace=True`` (e.g. a memory-mapped
+    labelmap). ``max_bytes`` bounds the temporaries of one slab of slices.
+    """
     options = options or PostprocessOptions()
     if labels.ndim != 3:
         raise InputError(f"labelmap must be 3D, got shape {labels.shape}")
-    out = np.array(labels, copy=True)
+    out = labels if inplace else np.array(labels, copy=True)
     values = _class_values(classes)
+
+    def slab(array: np.ndarray) -> int:
+        return slab_length(array.shape[1] * array.shape[2], array.shape[0], max_bytes)
+
     if options.min_island_voxels > 1:
         for v in values:
-            mask = out == v
-            box = _bbox(mask)
-            if box is None:
-                continue
-            crop = mask[box]
-            removed = crop & ~remove_small_islands(crop.copy(), options.min_island_voxels)
-            out[box][removed] = 0
-            del mask, crop, removed
+            box = _bbox(out, v, slab(out))
+            if box is not None:
+                _remove_islands(out[box], v, options.min_island_voxels, slab(out[box]))
     if options.fill_holes:
         for v in values:
-            mask = out == v
-            box = _bbox(mask)
-            if box is None:
-                continue
-            crop = mask[box]
-            del mask
-            filled = ndimage.binary_fill_holes(crop, structure=_FULL)
-            region = out[box]
-            region[filled & (region == 0)] = v
-            del crop, filled
+            box = _bbox(out, v, slab(out))
+            if box is not None:
+                _fill_enclosed(out[box], v, slab(out[box]))
     return out

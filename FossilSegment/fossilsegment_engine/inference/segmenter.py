@@ -3,7 +3,10 @@
 Each volume is normalised once (its own percentiles, :mod:`.normalize`), cut into batches of 2.5D
 slice stacks (:mod:`.context`), predicted tile by tile with Gaussian blending (:mod:`.tiling`) under
 ``torch.inference_mode`` with channels_last and autocast (:mod:`.device`), reduced by argmax on the
-device, and cleaned (:mod:`.postprocess`). On a GPU out-of-memory the batch is halved and retried;
+device, and cleaned (:mod:`.postprocess`). On CUDA the batches are pipelined (:mod:`.pipelined`: raw slices
+copied in, normalised and stacked on the GPU, labels copied out, each on its own stream, overlapping the
+next batch's compute). A region of interest (:class:`~fossilsegment_engine.roi.Box`) limits the work to a
+box. On a GPU out-of-memory the batch is halved and retried (from the first slice not yet finished);
 at one slice per batch the segmenter moves to the CPU for good (logged) and carries on.
 """
 
@@ -19,10 +22,13 @@ from torch import nn
 
 from ..errors import FossilSegmentError, InputError
 from ..progress import CancelToken, ProgressCallback, check_cancelled
+from ..roi import Box
 from ..volume import Volume
 from .context import context_slices
-from .device import DeviceError, autocast, choose_device, resolve_precision
+from .backends import Runner, check_backend
+from .device import DeviceError, choose_device, resolve_inference_precision
 from .normalize import apply_intensity_range, volume_intensity_range
+from .pipelined import Sink, run_pipelined
 from .postprocess import PostprocessOptions
 from .postprocess import postprocess as clean_labels
 from .tiling import predict_tiled
@@ -43,17 +49,20 @@ class Segmenter:
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         precision: str = "auto",
+        backend: str = "auto",
     ) -> None:
         """Load ``model`` (bundled name, folder, or None for the default) onto ``device``.
 
         ``batch_size`` None → automatic (CPU: 4 slices; GPU: measured from free memory on the first slice).
-        ``precision``: auto | fp32 | bf16 | fp16 (see :mod:`.device`).
+        ``precision``: auto | fp32 | bf16 | fp16 (see :func:`.device.resolve_inference_precision`).
+        ``backend``: auto | eager | compiled (see :mod:`.backends`).
         """
         from ..models.store import load_model
 
         dev = choose_device(device)
+        check_backend(backend)
         module, config = load_model(model, device="cpu")
-        self._setup(module, config, dev, batch_size, precision)
+        self._setup(module, config, dev, batch_size, precision, backend)
 
     @classmethod
     def from_module(
@@ -63,14 +72,16 @@ class Segmenter:
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         precision: str = "auto",
+        backend: str = "auto",
     ) -> "Segmenter":
         """A segmenter around an in-memory network (e.g. just trained); it is moved to ``device`` in eval mode."""
         self = cls.__new__(cls)
-        self._setup(module, config, choose_device(device), batch_size, precision)
+        self._setup(module, config, choose_device(device), batch_size, precision, backend)
         return self
 
     def _setup(
-        self, module: nn.Module, config: Any, device: torch.device, batch_size: int | None, precision: str
+        self, module: nn.Module, config: Any, device: torch.device, batch_size: int | None, precision: str,
+        backend: str = "auto",
     ) -> None:
         from ..models.build import required_multiple
 
@@ -79,15 +90,23 @@ class Segmenter:
             raise FossilSegmentError(f"batch size must be a positive integer, got {batch_size!r}")
         self._config = config
         self._precision = precision
-        self._dtype = resolve_precision(precision, device)
+        self._backend = check_backend(backend)
+        self._dtype = resolve_inference_precision(precision, device)
         self._batch_size = batch_size
         self._multiple = required_multiple(config)
         self._module = module
         self._move_to(device)
 
     def _move_to(self, device: torch.device) -> None:
+        """Put the network on ``device`` (channels_last, eval) with a fresh runner at its precision there."""
+        if device != getattr(self, "_device", device):  # moving (an out-of-memory fallback): fp16 is GPU-only
+            try:
+                self._dtype = resolve_inference_precision(self._precision, device)
+            except DeviceError:
+                self._dtype = None
         self._device = device
         self._module = self._module.to(device=device, memory_format=torch.channels_last).eval()
+        self._runner = Runner(self._module, device, self._dtype, self._backend)
 
     @property
     def config(self) -> Any:
@@ -118,32 +137,49 @@ class Segmenter:
         slice_range: tuple[int, int] | None = None,
         postprocess: PostprocessOptions | None = PostprocessOptions(),
         return_probabilities: bool = False,
+        roi: Box | None = None,
+        pipelined: bool | None = None,
     ) -> Volume | tuple[Volume, list[Volume]]:
-        """The uint8 labelmap of ``volume`` (same geometry); slices outside ``slice_range`` = [k0, k1) are 0.
+        """The uint8 labelmap of ``volume`` (same geometry); voxels outside ``roi`` and ``slice_range`` are 0.
 
-        ``progress(done, total)`` after each batch; ``cancel`` is checked before each batch and raises
-        :class:`~fossilsegment_engine.errors.Cancelled`. ``postprocess`` None → raw argmax. With
-        ``return_probabilities`` also returns one uint8 Volume per class (softmax × 255, before clean-up).
+        ``roi``: a :class:`~fossilsegment_engine.roi.Box` of voxels; ``slice_range`` = [k0, k1) is the same as
+        a box over whole slices; with both, their intersection. Only the box is normalised and predicted
+        (its 2.5D context slices may lie outside it), with the whole volume's intensity range, so a box of
+        whole slices gives exactly the full run's labels there. ``progress(done, total)`` after each batch;
+        ``cancel`` is checked before each batch and raises :class:`~fossilsegment_engine.errors.Cancelled`.
+        ``postprocess`` None → raw argmax (else cleaned inside the box). With ``return_probabilities`` also
+        returns one uint8 Volume per class (softmax × 255, before clean-up). ``pipelined`` None → on CUDA
+        overlap copies and compute (:mod:`.pipelined`); True/False forces it (same labels either way).
         """
         array = _check_volume(volume)
-        n_slices = array.shape[0]
-        k0, k1 = _check_range(slice_range, n_slices)
+        box = _check_box(roi, slice_range, array.shape)
+        self._runner.plan(box.k1 - box.k0, box.j1 - box.j0, box.i1 - box.i0)  # lets backend "auto" decide
         lo, hi = volume_intensity_range(array, self._config.normalization)
         labels = np.zeros(array.shape, dtype=np.uint8)
         probs = np.zeros((self._config.n_classes, *array.shape), dtype=np.uint8) if return_probabilities else None
+        source = array[:, box.j0 : box.j1, box.i0 : box.i1]  # a view: only the box's columns and rows are read
+        inside = (slice(box.j0, box.j1), slice(box.i0, box.i1))
+        done = [box.k0]  # every slice before this one is in ``labels``
+
+        def sink(start: int, stop: int, lab: np.ndarray, prob: np.ndarray | None) -> None:
+            labels[(slice(start, stop), *inside)] = lab
+            if probs is not None and prob is not None:
+                probs[(slice(None), slice(start, stop), *inside)] = prob.transpose(1, 0, 2, 3)
+            done[0] = stop
+            if progress is not None:
+                progress(stop - box.k0, box.k1 - box.k0)
 
         probe = self._batch_size is None and self._device.type == "cuda"
         batch = self._batch_size or (1 if probe else CPU_BATCH)
-        start, total = k0, k1 - k0
-        while start < k1:
+        while done[0] < box.k1:
             check_cancelled(cancel)
-            stop = min(start + batch, k1)
+            ks = range(done[0], done[0] + 1 if probe else box.k1)
             if probe:
                 torch.cuda.reset_peak_memory_stats(self._device)
                 base = torch.cuda.memory_allocated(self._device)
             oom = False
             try:
-                lab, prob = self._predict_slices(array, range(start, stop), lo, hi, probs is not None)
+                self._predict_range(source, ks, batch, lo, hi, sink, cancel, probs is not None, pipelined)
             except torch.OutOfMemoryError:
                 oom = True
             except RuntimeError as exc:  # cuDNN/cuBLAS/MPS report running out of memory as RuntimeError
@@ -157,16 +193,10 @@ class Segmenter:
             if probe:
                 batch = self._auto_gpu_batch(torch.cuda.max_memory_allocated(self._device) - base)
                 probe = False
-            labels[start:stop] = lab
-            if probs is not None:
-                probs[:, start:stop] = prob
-            start = stop
-            if progress is not None:
-                progress(start - k0, total)
         check_cancelled(cancel)
 
         if postprocess is not None:
-            labels[k0:k1] = clean_labels(labels[k0:k1], self.classes, postprocess)
+            clean_labels(labels[box.slices()], self.classes, postprocess, inplace=True)  # no labelmap-size copy
         meta = {"model": self._config.name}
         result = volume.with_array(labels, **meta)
         if probs is None:
@@ -174,24 +204,50 @@ class Segmenter:
         return result, [volume.with_array(p, **meta, cls=c["name"]) for p, c in zip(probs, self.classes)]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with autocast(self._device, self._dtype):
-            return self._module(x)
+        return self._runner(x)
+
+    @property
+    def mode(self) -> str:
+        """How the last planned job runs (backend-precision), e.g. ``compiled-bf16`` or ``eager-fp32``."""
+        return self._runner.mode
+
+    def _predict_range(
+        self, source: np.ndarray, ks: range, batch: int, lo: float, hi: float, sink: Sink,
+        cancel: CancelToken | None, want_probs: bool, pipelined: bool | None,
+    ) -> None:
+        """Slices ``ks`` of ``source`` in batches of ``batch``, each handed to ``sink`` in order; errors propagate."""
+        if pipelined if pipelined is not None else self._device.type == "cuda":
+            def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                return self._predict_stack(x, want_probs)
+
+            run_pipelined(step, source, ks, batch, self._config.context_slices, lo, hi, self._device, sink, cancel)
+            return
+        for start in range(ks.start, ks.stop, batch):
+            check_cancelled(cancel)
+            stop = min(start + batch, ks.stop)
+            sink(start, stop, *self._predict_slices(source, range(start, stop), lo, hi, want_probs))
 
     @torch.inference_mode()
     def _predict_slices(
         self, array: np.ndarray, ks: range, lo: float, hi: float, want_probs: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (N, H, W) and probabilities (N, classes, H, W) or None of slices ``ks``, prepared on the host."""
         stack = apply_intensity_range(context_slices(array, ks, self._config.context_slices), lo, hi)
-        x = torch.from_numpy(stack).to(self._device)
+        lab, prob = self._predict_stack(torch.from_numpy(stack).to(self._device), want_probs)
+        return lab.cpu().numpy(), None if prob is None else prob.cpu().numpy()
+
+    @torch.inference_mode()
+    def _predict_stack(self, x: torch.Tensor, want_probs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 labels (N, H, W) and, if asked, uint8 probabilities (N, classes, H, W) of float stacks ``x``, on
+        ``x``'s device."""
         logits = predict_tiled(
             self._forward, x, self._config.tile_size, self._config.tile_overlap, self._multiple,
-            output_device=self._device,
+            output_device=x.device,
         )
-        lab = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        lab = logits.argmax(dim=1).to(torch.uint8)
         if not want_probs:
             return lab, None
-        prob = torch.softmax(logits, dim=1).mul_(255).round_().to(torch.uint8).cpu().numpy()
-        return lab, prob.transpose(1, 0, 2, 3)
+        return lab, torch.softmax(logits, dim=1).mul_(255).round_().to(torch.uint8)
 
     def _after_oom(self, batch: int) -> int:
         """The batch size to retry with after an out-of-memory; at 1 on a GPU, move to the CPU."""
@@ -204,11 +260,7 @@ class Segmenter:
             raise FossilSegmentError("out of memory on the CPU even one slice at a time; close other programs "
                                      "or use a model with a smaller tile_size")
         log.warning("out of memory on %s even one slice at a time; continuing on the CPU (slower)", self._device)
-        try:
-            self._dtype = resolve_precision(self._precision, torch.device("cpu"))
-        except DeviceError:  # fp16 asked for: not a CPU precision
-            self._dtype = None
-        self._move_to(torch.device("cpu"))
+        self._move_to(torch.device("cpu"))  # also picks the precision there (fp16 → fp32)
         return self._batch_size if self._batch_size is not None else CPU_BATCH
 
     def _auto_gpu_batch(self, bytes_per_slice: int) -> int:
@@ -237,6 +289,22 @@ def _check_volume(volume: Volume) -> np.ndarray:
     return array
 
 
+def _check_box(roi: Box | None, slice_range: tuple[int, int] | None, shape: tuple[int, ...]) -> Box:
+    """The voxels to predict: ``roi`` ∩ ``slice_range`` (each optional) inside a volume of ``shape``."""
+    k0, k1 = _check_range(slice_range, shape[0])
+    if roi is None:
+        return Box(k0, k1, 0, shape[1], 0, shape[2])
+    if not isinstance(roi, Box):
+        raise InputError(f"region of interest must be a Box of voxel bounds, got {type(roi).__name__}")
+    bounds = (roi.k0, roi.k1, roi.j0, roi.j1, roi.i0, roi.i1)
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in bounds):
+        raise InputError(f"region of interest bounds must be whole voxel indices, got {roi}")
+    roi = Box(*(int(v) for v in bounds)).check_inside(tuple(shape))
+    if max(k0, roi.k0) >= min(k1, roi.k1):
+        raise InputError(f"region of interest slices {roi.k0}..{roi.k1} and slice range {k0}..{k1} share no slice")
+    return Box(max(k0, roi.k0), min(k1, roi.k1), roi.j0, roi.j1, roi.i0, roi.i1)
+
+
 def _check_range(slice_range: tuple[int, int] | None, n_slices: int) -> tuple[int, int]:
     if slice_range is None:
         return 0, n_slices
@@ -249,7 +317,7 @@ def _check_range(slice_range: tuple[int, int] | None, n_slices: int) -> tuple[in
     return k0, k1
 
 
-_SEGMENTER_KEYS = ("device", "batch_size", "precision")
+_SEGMENTER_KEYS = ("device", "batch_size", "precision", "backend")
 
 
 def segment_volume(volume: Volume, model: str | Path | None = None, **kw: Any) -> Volume | tuple[Volume, list[Volume]]:

@@ -209,7 +209,24 @@ def read_multipage_tiff(path: Path, spacing: Optional[Sequence[float]] = None) -
     check_components(info.components, str(path))
     check_shape(info.shape, str(path))
     try:
-        array = tifffile.imread(path)
+        array = _memory_map(path)
+        if array is None:
+            array = tifffile.imread(path)  # decoded page by page into one array
     except _TIFF_ERRORS as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     return samples_last(array, info.components), resolve_spacing(found, spacing, str(path)), "tiff-multipage"
+
+
+def _memory_map(path: Path) -> Optional[np.ndarray]:
+    """The stack memory-mapped read-only when its pages are stored uncompressed, contiguous and in native
+    byte order (as most micro-CT exports are); None otherwise."""
+    with tifffile.TiffFile(path) as tif:
+        if tif.series[0].dataoffset is None:
+            return None
+    try:
+        mapped = tifffile.memmap(path, mode="r")
+    except ValueError:  # not memory-mappable after all
+        return None
+    if not mapped.dtype.isnative and mapped.dtype.itemsize > 1:
+        return None  # stored big-endian: imread gives native voxels
+    return mapped.view(np.ndarray)

@@ -35,13 +35,15 @@ def to_luminance(array: np.ndarray, source: str) -> tuple[np.ndarray, str]:
         raise InputError(f"{source} has {n} components per voxel; need greyscale, RGB or RGBA")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)) or array.dtype == bool:
         raise InputError(f"{source} has unsupported voxel type {array.dtype}; need integer or floating-point voxels")
-    out = np.empty(array.shape[:-1], dtype=np.float32)
-    for k in range(array.shape[0]):  # slice by slice: no full-size float64 temporary
-        rgb = array[k, ..., :3].astype(np.float32)
-        out[k] = rgb @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-    if np.issubdtype(array.dtype, np.integer):
-        info = np.iinfo(array.dtype)
-        out = np.clip(np.rint(out), info.min, info.max).astype(array.dtype)
+    is_int = np.issubdtype(array.dtype, np.integer)
+    out = np.empty(array.shape[:-1], dtype=array.dtype if is_int else np.float32)
+    weights = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+    for k in range(array.shape[0]):  # slice by slice: no full-size temporary
+        grey = array[k, ..., :3].astype(np.float32) @ weights
+        if is_int:
+            info = np.iinfo(array.dtype)
+            grey = np.clip(np.rint(grey), info.min, info.max)
+        out[k] = grey
     kind = "RGB" if n == 3 else "RGBA (alpha ignored)"
     note = (f"{source}: {kind} {array.dtype} pixels converted to greyscale luminance with {LUMA_STANDARD} weights "
             f"{LUMA_WEIGHTS} (e.g. photographs of serial grinding/sections)")
@@ -61,11 +63,13 @@ def check_shape(shape: tuple[int, ...], source: str) -> None:
 
 
 def count_non_finite(array: np.ndarray) -> int:
-    """Number of NaN/Inf voxels (0 for integer arrays), scanned in chunks to bound memory."""
+    """Number of NaN/Inf voxels (0 for integer arrays), scanned a slab of slices at a time to bound memory."""
     if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.complexfloating):
         return 0
-    flat = array.reshape(-1)
-    return int(sum(np.count_nonzero(~np.isfinite(flat[s : s + _CHUNK_VOXELS])) for s in range(0, flat.size, _CHUNK_VOXELS)))
+    if array.ndim == 0 or array.size == 0:
+        return int(not np.isfinite(array).all()) if array.size else 0
+    step = max(1, _CHUNK_VOXELS // max(1, array[0].size))  # slabs along the first axis: no reshape copy
+    return int(sum(np.count_nonzero(~np.isfinite(array[k : k + step])) for k in range(0, array.shape[0], step)))
 
 
 def check_values(array: np.ndarray, source: str, allow_constant: bool = False) -> None:

@@ -3,6 +3,12 @@
 Inputs: NRRD/NHDR, NIfTI (.nii, .nii.gz), MetaImage (.mha/.mhd), a DICOM series folder (or one of its
 files), a folder of TIFF/PNG slices, a multipage TIFF, and ``.npy`` (3D arrays). Every problem becomes an
 :class:`InputError` naming the file. Voxel types are kept (uint16 stays uint16).
+
+Memory (issue 6): a volume is held once, never twice. Raw NRRD/NHDR, MetaImage, uncompressed contiguous
+multipage TIFF and ``.npy`` voxels are memory-mapped read-only (read as used; copy the array to change
+it); gzip NRRD/MetaImage data is stream-decompressed into one array (:mod:`.lazy_readers`); other
+formats (NIfTI, DICOM, PNG) are read once by SimpleITK and handed over without a copy; slice folders are
+read slice by slice into one array. NRRD output is written a few slices at a time (:mod:`.nrrd_stream`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import SimpleITK as sitk
 from ..atomic import atomic_path, check_can_write
 from ..errors import InputError, OutputError
 from ..volume import IDENTITY_DIRECTION, Volume
+from .lazy_readers import read_voxels, release_pages
+from .nrrd_stream import iter_slabs, volume_fields, write_nrrd
 from .tiff_stack import (
     SLICE_SUFFIXES,
     TIFF_SUFFIXES,
@@ -53,10 +61,14 @@ def _suffix(path: Path) -> str:
 
 
 def _read_itk_file(path: Path, fmt: str) -> tuple[np.ndarray, Geometry, str]:
-    """One image file through SimpleITK: check the header first, then read the voxels once."""
+    """One image file: SimpleITK reads the header (geometry); raw/gzip NRRD and MetaImage voxels are then
+    memory-mapped or stream-decompressed (:mod:`.lazy_readers`), anything else is read once by SimpleITK."""
     reader = read_itk_information(path)
     check_components(reader.GetNumberOfComponents(), str(path))
     check_shape(tuple(reversed(reader.GetSize())), str(path))
+    array = read_voxels(path, reader)
+    if array is not None:
+        return array, (reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()), fmt
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -64,8 +76,22 @@ def _read_itk_file(path: Path, fmt: str) -> tuple[np.ndarray, Geometry, str]:
     return _from_itk(image, fmt)
 
 
+class _ItkPixels:
+    """Hands NumPy a SimpleITK image's own pixel buffer and keeps the image alive as the array's base.
+
+    ``GetArrayFromImage`` would copy the buffer (two full copies for a moment). The image is ours alone
+    (``GetArrayViewFromImage`` makes it unique), so the array may be writable like a copy.
+    """
+
+    def __init__(self, image: sitk.Image) -> None:
+        self._image = image
+        interface = dict(sitk.GetArrayViewFromImage(image).__array_interface__)
+        interface["data"] = (interface["data"][0], False)
+        self.__array_interface__ = interface
+
+
 def _from_itk(image: sitk.Image, fmt: str) -> tuple[np.ndarray, Geometry, str]:
-    array = sitk.GetArrayFromImage(image)  # the one copy out of ITK's buffer
+    array = np.asarray(_ItkPixels(image))  # ITK's buffer itself: no copy
     return array, (image.GetSpacing(), image.GetOrigin(), image.GetDirection()), fmt
 
 
@@ -118,11 +144,12 @@ def _read_folder(folder: Path, spacing: Optional[Sequence[float]]) -> tuple[np.n
 
 def _read_npy(path: Path, spacing: Optional[Sequence[float]]) -> tuple[np.ndarray, Geometry, str]:
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False, mmap_mode="r")  # memory-mapped, read-only
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     if not isinstance(array, np.ndarray):
         raise InputError(f"cannot read {path}: not a single NumPy array")
+    array = array.view(np.ndarray)  # a plain array over the memory map
     if array.ndim == 4 and array.shape[-1] in (3, 4):  # an RGB(A) stack: read_volume makes it luminance
         check_shape(array.shape[:3], str(path))
     else:
@@ -159,6 +186,7 @@ def read_volume(path: Path | str, spacing: Optional[Sequence[float]] = None) -> 
 
     ``spacing`` = (si, sj, sk) mm is the voxel size for slice stacks and ``.npy`` (it wins over TIFF
     metadata); for formats that store geometry it overrides the stored voxel size (logged).
+    The array may be a read-only memory map of the file (raw NRRD/MetaImage, plain TIFF stacks, ``.npy``).
     RGB/RGBA voxels (photographs of serial sections) become BT.601 luminance, with a logged warning and a
     note in ``meta["notes"]`` (and ``meta["colour_conversion"]``). Raises :class:`InputError` for a
     missing/unreadable input or one that is not 3D, is a vector image, holds NaN/Inf, is empty or is constant.
@@ -171,6 +199,7 @@ def read_volume(path: Path | str, spacing: Optional[Sequence[float]] = None) -> 
         meta.update(notes=[note], colour_conversion={"from": "RGBA" if note.find("RGBA") >= 0 else "RGB",
                                                       "weights": list(LUMA_WEIGHTS), "standard": LUMA_STANDARD})
     validate_array(array, str(path))
+    release_pages(array)  # validation touched every page of a mapped input; they are read again as needed
     return Volume(array, sp, origin, direction, meta=meta)
 
 
@@ -225,8 +254,9 @@ def _as_labels(array: np.ndarray, path: Path) -> np.ndarray:
             raise InputError(f"labelmap {path} has negative labels (minimum {array.min()}); labels must be >= 0")
         return array
     if np.issubdtype(array.dtype, np.floating):
-        finite = np.isfinite(array).all()
-        if finite and array.size and array.min() >= 0 and np.array_equal(array, np.round(array)):
+        whole = array.size and all(np.isfinite(s).all() and s.min() >= 0 and np.array_equal(s, np.round(s))
+                                   for s in iter_slabs(array))  # a slab at a time: no full-size temporaries
+        if whole:
             top = array.max()
             out_type = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
             log.info("labelmap %s stored as %s; converted to %s", path, array.dtype, np.dtype(out_type))
@@ -245,12 +275,23 @@ def to_sitk(volume: Volume) -> sitk.Image:
 
 
 def write_volume(volume: Volume, path: Path | str, force: bool = False) -> Path:
-    """Write ``volume`` compressed and atomically; the format follows the extension (WRITE_SUFFIXES)."""
+    """Write ``volume`` compressed and atomically; the format follows the extension (WRITE_SUFFIXES).
+
+    NRRD is written a few slices at a time (gzip level 1, no full-size temporary); other formats go through
+    SimpleITK (one copy of the voxels).
+    """
     path = Path(path)
     name = path.name.lower()
     if name.endswith(".seg.nrrd") or not name.endswith(WRITE_SUFFIXES):
         raise OutputError(f"cannot write {path}: unsupported extension for a volume; use one of {', '.join(WRITE_SUFFIXES)}")
     check_can_write(path, force)
+    if name.endswith(".nrrd"):
+        with atomic_path(path, force) as tmp:
+            try:
+                write_nrrd(tmp, volume.array, volume_fields(volume.spacing, volume.origin, volume.direction))
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return path
     image = to_sitk(volume)
     with atomic_path(path, force) as tmp:
         try:

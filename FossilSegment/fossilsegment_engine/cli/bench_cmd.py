@@ -1,0 +1,55 @@
+"""``fossilsegment bench``: inference speed of a model per backend/precision mode against a naive fp32 loop."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import FossilSegmentError
+from ._progress import progress_bar
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="measure segmentation speed (slices/s, voxels/s, peak memory) per mode",
+        description="Segment the same slices of a realistic input (the demo scan mirrored to SIZE x SIZE) with "
+                    "a naive fp32 model.eval() loop and with each mode, in the same run, and print slices/s, "
+                    "voxels/s, peak memory, the speed-up over the naive loop, agreement with it, and which mode "
+                    "'auto' picks. Modes: eager-fp32, eager-bf16, eager-fp16, compiled-fp32, compiled-bf16, "
+                    "compiled-fp16, auto (short: fp32, bf16, fp16, compiled).")
+    p.add_argument("--model", default=None, metavar="NAME|DIR", help="bundled model name or folder (default model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--size", type=int, default=512, metavar="PIXELS", help="slice size in pixels (default 512)")
+    p.add_argument("--slices", type=int, default=16, metavar="N", help="slices per timed run (default 16)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="slices per batch (default: as segment chooses it)")
+    p.add_argument("--modes", nargs="+", default=None, metavar="MODE",
+                   help="modes to time (default: eager-fp32, eager-bf16 and compiled-bf16 where a compiler exists)")
+    p.add_argument("--repeat", type=int, default=2, metavar="R", help="timed rounds; each mode keeps its best")
+    p.add_argument("--threads", type=int, default=None, metavar="T", help="CPU threads for torch (default: torch's)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the results as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..atomic import atomic_path, check_can_write
+    from ..inference.benchmark import format_table, run_benchmark
+
+    if args.json is not None:
+        check_can_write(args.json, args.force)  # before the slow part
+    if args.threads is not None:
+        if args.threads < 1:
+            raise FossilSegmentError(f"--threads must be ≥ 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    with progress_bar("benchmarking") as progress:
+        result = run_benchmark(model=args.model, device=args.device, size=args.size, slices=args.slices,
+                               batch_size=args.batch_size, modes=args.modes, repeat=args.repeat, progress=progress)
+    print(format_table(result))
+    if args.json is not None:
+        with atomic_path(args.json, args.force) as tmp:
+            tmp.write_text(result.to_json() + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,190 @@
+"""Inference backends: eager/bf16/compiled agree with fp32, compile failures fall back, ``auto`` rules, errors."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fossilsegment_engine.errors import DeviceError
+from fossilsegment_engine.inference import backends, device
+from fossilsegment_engine.inference.backends import COMPILE_MIN_PIXELS, Runner, check_backend
+from fossilsegment_engine.inference.device import resolve_inference_precision
+from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.volume import Volume
+
+CPU = torch.device("cpu")
+
+
+def _scan(shape=(6, 40, 72), seed=1) -> Volume:
+    rng = np.random.default_rng(seed)
+    k, j, i = np.indices(shape)
+    blob = (j - 20) ** 2 / 120 + (i - 36) ** 2 / 400 + (k - 3) ** 2 / 9 < 1
+    return Volume((800 + 900 * blob + rng.normal(0, 60, shape)).astype(np.int16), spacing=(0.2, 0.3, 0.4))
+
+
+def _labels(model_dir: Path, **kw) -> np.ndarray:
+    return Segmenter(model_dir, device="cpu", **kw).predict(_scan(), postprocess=None).array
+
+
+class _Recorder(nn.Module):
+    """Doubles its input per channel pair; records the shapes it was called with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return torch.cat([x, -x], dim=1)
+
+
+def test_eager_fp32_is_the_default_at_fp32(tiny_model_dir: Path) -> None:
+    default = _labels(tiny_model_dir, precision="fp32", batch_size=4)
+    assert np.array_equal(default, _labels(tiny_model_dir, precision="fp32", backend="eager", batch_size=4))
+    assert Segmenter(tiny_model_dir, device="cpu", precision="fp32").mode == "eager-fp32"
+
+
+def test_bf16_agrees_with_fp32(tiny_model_dir: Path) -> None:
+    fp32 = _labels(tiny_model_dir, precision="fp32", backend="eager")
+    bf16 = _labels(tiny_model_dir, precision="bf16", backend="eager")
+    assert len(np.unique(fp32)) > 1  # the comparison means something
+    assert (fp32 == bf16).mean() >= 0.99
+
+
+class _SmallNet(nn.Module):
+    """Conv-BN-ReLU-Conv with its threshold set at the median of ``sample``: quick to compile, not constant."""
+
+    def __init__(self, sample: torch.Tensor) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 1, 3, padding=1))
+        self.body[1].running_mean.uniform_(-0.1, 0.1)
+        self.body[1].running_var.uniform_(0.5, 2.0)
+        self.eval()
+        with torch.no_grad():
+            self.body[3].bias -= self.body(sample).median()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.body(x)
+        return torch.cat([-s, s], dim=1)
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
+def test_compiled_agrees_with_fp32_and_compiles_one_shape() -> None:
+    from fossilsegment_engine.models.config import ModelConfig
+
+    config = ModelConfig(name="small", arch="unet", encoder="resnet18", encoder_depth=3, context_slices=1,
+                         tile_size=64, tile_overlap=8)
+    vol = _scan(shape=(6, 40, 40))
+    from fossilsegment_engine.inference.normalize import apply_intensity_range, volume_intensity_range
+
+    sample = torch.from_numpy(apply_intensity_range(vol.array[:, None], *volume_intensity_range(vol.array)))
+    fp32 = Segmenter.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="fp32",
+                                 backend="eager").predict(vol, postprocess=None).array
+    seg = Segmenter.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="bf16",
+                                backend="compiled")
+    out = seg.predict(vol, postprocess=None).array  # 6 slices: batches of 4 and 2 (padded to 4)
+    assert seg.mode == "compiled-bf16" and not seg._runner._compile_failed
+    assert list(seg._runner._batch.values()) == [4]  # one graph, batch 4: the short batch did not recompile
+    assert len(np.unique(fp32)) > 1 and (fp32 == out).mean() >= 0.99
+
+
+def test_short_batches_are_padded_to_the_compiled_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # stand-in: "compiled" = the module
+    module = _Recorder()
+    runner = Runner(module, CPU, None, "compiled")
+    x = torch.arange(5 * 2 * 3 * 4, dtype=torch.float32).reshape(5, 2, 3, 4)
+    assert torch.equal(runner(x[:4]), torch.cat([x[:4], -x[:4]], dim=1))
+    short = runner(x[4:])
+    assert torch.equal(short, torch.cat([x[4:], -x[4:]], dim=1))
+    assert module.shapes == [(4, 2, 3, 4), (4, 2, 3, 4)]  # the 1-slice batch ran as 4
+
+
+def test_compile_failure_falls_back_to_eager(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    expected = _labels(tiny_model_dir, precision="bf16", backend="eager", batch_size=4)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Compiler: cc is not found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", backend="compiled", batch_size=4)
+    with caplog.at_level(logging.WARNING):
+        out = seg.predict(_scan(), postprocess=None).array
+    assert "torch.compile failed" in caplog.text and "cc is not found" in caplog.text
+    assert np.array_equal(out, expected)
+    assert seg.mode == "eager-bf16"
+
+
+def test_failure_at_the_first_compiled_call_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def compile_that_fails_later(module, **kw):
+        def call(x):
+            raise RuntimeError("InductorError: C++ compile error")
+        return call
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails_later)
+    runner = Runner(_Recorder(), CPU, None, "compiled")
+    x = torch.ones(2, 1, 4, 4)
+    assert torch.equal(runner(x), torch.cat([x, -x], dim=1))
+    assert runner.mode == "eager-fp32"
+
+
+def test_out_of_memory_in_a_compiled_call_is_not_a_compile_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    def oom(module, **kw):
+        def call(x):
+            raise torch.OutOfMemoryError("fake OOM")
+        return call
+
+    monkeypatch.setattr(torch, "compile", oom)
+    runner = Runner(_Recorder(), CPU, None, "compiled")
+    with pytest.raises(torch.OutOfMemoryError):
+        runner(torch.ones(2, 1, 4, 4))
+    assert runner.mode == "compiled-fp32" and runner._batch == {}
+
+
+@pytest.mark.parametrize("name", ["turbo", "onnx", ""])
+def test_unknown_backend_is_a_clear_error(tiny_model_dir: Path, name: str) -> None:
+    with pytest.raises(DeviceError, match="unknown backend .* use one of auto, eager, compiled"):
+        Segmenter(tiny_model_dir, device="cpu", backend=name)
+    assert check_backend(" Compiled ") == "compiled"
+
+
+def test_auto_compiles_only_large_low_precision_cpu_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
+    runner = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
+    assert runner.mode == "eager-bf16"  # no job planned
+    runner.plan(255, 512, 512)
+    assert runner.mode == "eager-bf16"
+    runner.plan(256, 512, 512)
+    assert 256 * 512 * 512 >= COMPILE_MIN_PIXELS and runner.mode == "compiled-bf16"
+    fp32 = Runner(_Recorder(), CPU, None, "auto")
+    fp32.plan(4000, 512, 512)
+    assert fp32.mode == "eager-fp32"  # compiling fp32 does not pay on the CPU
+    gpu = Runner(_Recorder(), torch.device("cuda", 0), torch.bfloat16, "auto")
+    gpu.plan(4000, 512, 512)
+    assert gpu.mode == "eager-bf16"
+    eager = Runner(_Recorder(), CPU, torch.bfloat16, "eager")
+    eager.plan(4000, 512, 512)
+    assert eager.mode == "eager-bf16"
+    monkeypatch.setattr(backends, "can_compile", lambda dev: False)
+    assert runner.mode == "eager-bf16"  # no C++ compiler: never tried
+
+
+def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert resolve_inference_precision("auto", CPU) is torch.bfloat16
+    assert resolve_inference_precision("fp32", CPU) is None
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert resolve_inference_precision("auto", CPU) is None
+    assert resolve_inference_precision("bf16", CPU) is torch.bfloat16
+    with pytest.raises(DeviceError, match="fp16 is for GPUs"):
+        resolve_inference_precision("fp16", CPU)
+    with pytest.raises(DeviceError, match="unknown precision"):
+        resolve_inference_precision("fp8", CPU)
