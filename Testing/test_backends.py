@@ -121,6 +121,15 @@ def test_compile_failure_falls_back_to_eager(tiny_model_dir: Path, monkeypatch: 
     assert "torch.compile failed" in caplog.text and "cc is not found" in caplog.text
     assert np.array_equal(out, expected)
     assert seg.mode == "eager-bf16"
+    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
+    later = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
+    later.plan(1000, 512, 512)
+    assert later.mode == "eager-bf16"  # auto does not try again in this process
+
+
+@pytest.fixture(autouse=True)
+def _forget_compile_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "_COMPILE_FAILED_ON", set())
 
 
 def test_failure_at_the_first_compiled_call_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,3 +197,32 @@ def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPat
         resolve_inference_precision("fp16", CPU)
     with pytest.raises(DeviceError, match="unknown precision"):
         resolve_inference_precision("fp8", CPU)
+
+
+def test_segmenter_plans_each_job_so_auto_compiles_large_ones(tiny_model_dir: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[nn.Module] = []
+
+    def fake_compile(module, **kw):
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
+    vol = _scan()  # 6 x 40 x 72 = 17280 pixels
+    monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 17280)
+    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
+    seg.predict(vol, slice_range=(0, 5))  # a smaller job: eager
+    assert seg.mode == "eager-bf16" and not compiled
+    seg.predict(vol)
+    assert seg.mode == "compiled-bf16" and len(compiled) == 1
+
+
+def test_segment_command_passes_the_backend(tiny_model_dir: Path) -> None:
+    import argparse
+
+    from fossilsegment_engine.cli.segment_cmd import load_segmenter
+
+    args = argparse.Namespace(model=str(tiny_model_dir), device="cpu", batch_size=None, precision="fp32",
+                              backend="compiled")
+    assert load_segmenter(args).mode == "compiled-fp32"  # explicit: compiled whatever the job size

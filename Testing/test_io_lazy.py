@@ -17,7 +17,8 @@ import tifffile
 from _helpers_io import OBLIQUE, ORIGIN, SPACING, oblique_volume
 from fossilsegment_engine.errors import InputError
 from fossilsegment_engine.io import read_volume
-from fossilsegment_engine.io.lazy_readers import is_memory_mapped, read_voxels, release_pages
+from fossilsegment_engine.io.lazy_readers import read_voxels
+from fossilsegment_engine.mapped_pages import is_memory_mapped, release_pages
 from fossilsegment_engine.io.validate import read_itk_information
 
 
@@ -121,24 +122,34 @@ def test_memory_mapped_input_is_read_only(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
-def _resident_file_kib() -> int:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("RssFile"))
+def _resident_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line
+                inside = line.rstrip().endswith(str(path))
+            elif inside and first == "Rss:":
+                total += int(line.split()[1])
+    return total
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssFile from /proc (Linux)")
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
 def test_release_pages_hands_back_mapped_slices(tmp_path: Path) -> None:
     array = (np.arange(64 * 512 * 512, dtype=np.uint32) % 3001).astype(np.uint16).reshape(64, 512, 512)  # 32 MiB
     path = _write("nrrd-raw", array, tmp_path)
     volume = read_volume(path)  # validation reads every page, then read_volume releases them
-    base = _resident_file_kib()
+    assert _resident_kib(path) < 1024
     assert int(volume.array.sum(dtype=np.int64)) == int(array.sum(dtype=np.int64))  # maps every page again
-    assert _resident_file_kib() - base > 24 * 1024
+    assert _resident_kib(path) > 30 * 1024
     assert release_pages(volume.array, 0, 32)
-    assert _resident_file_kib() - base < 20 * 1024  # about half handed back
+    assert 15 * 1024 < _resident_kib(path) < 17 * 1024  # half handed back
     np.testing.assert_array_equal(volume.array[:40], array[:40])  # still readable (mapped again)
+    assert release_pages(volume.array, 10, -3)  # a negative stop releases nothing (no Python wrap-around)
+    assert _resident_kib(path) > 19 * 1024
     assert release_pages(volume.array)
-    assert _resident_file_kib() - base < 4 * 1024
+    assert _resident_kib(path) < 1024
     assert not release_pages(np.copy(volume.array[:2]))  # not a mapped array: nothing to do
 
 
@@ -190,3 +201,23 @@ def test_reading_needs_one_copy_at_most(tmp_path: Path, kind: str) -> None:
     out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path)], capture_output=True, text=True, check=True)
     peak = json.loads(out.stdout)
     assert peak["kib"] * 1024 < 1.3 * peak["nbytes"], peak
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
+def test_segmenter_hands_back_input_pages_as_it_goes(tmp_path: Path) -> None:
+    """Predicting a memory-mapped volume leaves little of it resident (Segmenter releases finished slices)."""
+    import torch
+
+    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.models import ModelConfig
+
+    array = (np.arange(256 * 128 * 256, dtype=np.uint32) % 3001).astype(np.uint16).reshape(256, 128, 256)  # 16 MiB
+    path = _write("nrrd-raw", array, tmp_path)
+    volume = read_volume(path)
+    config = ModelConfig(name="one-by-one", arch="unet", encoder="tu-resnet10t", encoder_depth=3, decoder_channels=8,
+                         tile_size=256, tile_overlap=0)
+    module = torch.nn.Conv2d(config.in_channels, config.n_classes, 1)  # a trivial "network": fast
+    segmenter = Segmenter.from_module(module, config, device="cpu", backend="eager", batch_size=16)
+    labels = segmenter.predict(volume, postprocess=None)
+    assert labels.shape == array.shape
+    assert _resident_kib(path) < 1024, "the input's pages should not stay resident"

@@ -4,20 +4,22 @@ Backends (``backend=``):
 
 - ``"eager"`` — the module as it is (channels_last), under autocast to the precision's dtype (bf16/fp16),
   or plain fp32.
-- ``"compiled"`` — the same through ``torch.compile`` (inductor, weights frozen as constants), one graph per
-  input shape; a short last batch is padded to the batch size already compiled so it does not recompile.
-  If compiling fails (no C++ compiler, no Python headers, an unsupported layer) the runner logs a warning
-  and continues eager for good, with the same numbers.
+- ``"compiled"`` — the same through ``torch.compile`` (inductor with freezing: weights and batch norm folded
+  into constants, pre-packed for oneDNN; so the module must not be changed in place once compiled), one
+  graph per input shape; a short last batch is padded to the batch size already compiled so it does not
+  recompile. If compiling fails (no C++ compiler, no Python headers, an unsupported layer) the runner logs
+  a warning and continues eager for good, with the same numbers.
 - ``"auto"`` — compiled only where it pays: on the CPU, with a low precision (bf16), a C++ compiler on the
   PATH, and a job of at least :data:`COMPILE_MIN_PIXELS` (slices × rows × columns, about 256 slices of
-  512², where the 10–50 s first compile is won back), or for a shape already compiled in this process.
-  Otherwise eager. On CUDA and MPS ``auto`` is eager.
+  512², where the 10–50 s first compile is won back), or for a shape already compiled in this process,
+  and not after compiling failed once in this process. Otherwise eager. On CUDA and MPS ``auto`` is eager.
 
 The numeric precision is chosen separately (:func:`.device.resolve_inference_precision`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -35,14 +37,14 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "eager", "compiled")
 
 #: ``auto`` compiles on the CPU only for jobs of at least this many pixels (slices × rows × columns).
-#: Measured on 2 cores (see docs/benchmarks): compiling takes 10 s (warm inductor cache) to 50 s (cold) and saves
+#: Measured on 2 cores (`fossilsegment bench`): compiling takes 10 s (warm kernel cache) to 50 s (cold) and saves
 #: about 0.1 s per 512² slice against eager bf16, so it pays from about 100–500 slices of 512².
 COMPILE_MIN_PIXELS = 256 * 512 * 512
 
-#: inductor options: freezing folds the weights (and batch norm) into constants and pre-packs them for oneDNN.
-COMPILE_OPTIONS: dict[str, bool] = {"freezing": True}
-
 Forward = Callable[[torch.Tensor], torch.Tensor]
+
+#: device types where compiling failed in this process: ``auto`` does not try there again
+_COMPILE_FAILED_ON: set[str] = set()
 
 
 def check_backend(backend: str) -> str:
@@ -65,6 +67,13 @@ def can_compile(device: torch.device) -> bool:
             return False
         return True
     return False
+
+
+def _freezing() -> contextlib.AbstractContextManager:
+    """Inductor's freezing for the compile a call may trigger (``torch.compile(options=...)`` does not reach it)."""
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(freezing=True)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -104,7 +113,9 @@ class Runner:
         if self.backend == "eager" or self.device.type != "cpu" or self.dtype is None:
             return False
         pixels = self._job_pixels if pixels is None else pixels
-        return pixels >= COMPILE_MIN_PIXELS and can_compile(self.device)
+        if pixels < COMPILE_MIN_PIXELS or self.device.type in _COMPILE_FAILED_ON:
+            return False
+        return can_compile(self.device)
 
     @property
     def mode(self) -> str:
@@ -133,10 +144,13 @@ class Runner:
         if n < fixed:  # pad a short batch (repeat its last slice) to the compiled batch size
             x = torch.cat([x, x[-1:].expand(fixed - n, *x.shape[1:])]).contiguous(memory_format=torch.channels_last)
         first = n > fixed
+        if first:
+            log.info("compiling the model for %s inputs of %s on %s (once per shape; can take a minute)",
+                     self.precision, "x".join(map(str, x.shape)), self.device)
         try:
             if self._compiled is None:
-                self._compiled = torch.compile(self._module, dynamic=False, options=dict(COMPILE_OPTIONS))
-            with autocast(self.device, self.dtype):
+                self._compiled = torch.compile(self._module, dynamic=False)
+            with autocast(self.device, self.dtype), _freezing():
                 out = self._compiled(x)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager instead
             if _is_oom(exc):
@@ -145,7 +159,8 @@ class Runner:
             if not first:
                 raise
             log.warning("torch.compile failed on %s (%s: %s); continuing without compilation",
-                        self.device, type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc) else "")
+                        self.device, type(exc).__name__, (str(exc).strip().splitlines() or [""])[0][:200])
+            _COMPILE_FAILED_ON.add(self.device.type)
             self._compile_failed = True
             self._compiled = None
             self._batch.clear()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class BenchResult:
     auto_mode: str
     auto_rule: str
     rows: list[ModeResult] = field(default_factory=list)
+    load_average: list[float | None] = field(default_factory=list)  # 1-minute load before and after (others' work)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -172,6 +174,7 @@ def run_benchmark(
         raise FossilSegmentError(f"repeat must be ≥ 1, got {repeat}")
     dev = choose_device(device)
     names = parse_modes(modes, dev)
+    load_before = _load_average()
     volume = bench_volume(size, slices)
     naive_module, config = load_model(model, device=str(dev))
     batch = batch_size or CPU_BATCH
@@ -238,7 +241,15 @@ def run_benchmark(
     return BenchResult(
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=config.name, device=str(dev),
         threads=torch.get_num_threads(), cpu=_cpu_name(dev), torch=torch.__version__, size=size, slices=slices,
-        repeat=repeat, auto_mode=probe.mode, auto_rule=auto_rule, rows=rows)
+        repeat=repeat, auto_mode=probe.mode, auto_rule=auto_rule, rows=rows,
+        load_average=[load_before, _load_average()])
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # Windows
+        return None
 
 
 def _cpu_name(device: torch.device) -> str:
@@ -257,14 +268,16 @@ def format_table(result: BenchResult) -> str:
     """The printed benchmark: a header, one row per mode, and what ``auto`` picks."""
     head = (f"model {result.model} on {result.device} ({result.cpu}, {result.threads} threads), "
             f"{result.slices} slices of {result.size}x{result.size}, best of {result.repeat}, torch {result.torch}")
+    if any(v is not None for v in result.load_average):
+        head += f"\nload average (1 min) before/after: {' / '.join(str(v) for v in result.load_average)}"
     cols = ["mode", "batch", "slices/s", "voxels/s", "peak RSS MiB", "x naive", "agree %", "first run s"]
     gpu = any(r.peak_gpu_mib is not None for r in result.rows)
     if gpu:
         cols.insert(5, "peak GPU MiB")
-    lines = [head, "  ".join(f"{c:>13}" if i else f"{c:<15}" for i, c in enumerate(cols))]
+    lines = [head, "  ".join(f"{c:>13}" if i else f"{c:<18}" for i, c in enumerate(cols))]
     for r in result.rows:
         mode = r.mode if r.mode != "auto" else f"auto={r.runs_as}"
-        vals = [f"{mode:<15}", f"{r.batch_size:>13}", f"{r.slices_per_s:>13.2f}", f"{r.voxels_per_s:>13.3g}",
+        vals = [f"{mode:<18}", f"{r.batch_size:>13}", f"{r.slices_per_s:>13.2f}", f"{r.voxels_per_s:>13.3g}",
                 f"{r.peak_rss_mib:>13.0f}", f"{r.speedup_vs_naive:>13.2f}", f"{100 * r.agreement:>13.3f}",
                 f"{r.first_run_s:>13.1f}"]
         if gpu:

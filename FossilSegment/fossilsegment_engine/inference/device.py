@@ -3,7 +3,7 @@
 Inference (:func:`resolve_inference_precision`), precision ``"auto"``: bf16 autocast on CUDA (fp16 where the GPU
 lacks bf16); on the CPU bf16 where it has native bf16 instructions (AVX512-BF16 or AMX), else fp32; fp32 on MPS.
 On such CPUs bf16 autocast + channels_last is about 2x faster than fp32, and on the default model it labels
-99.97 % of voxels as fp32 does (measured on the demo scan mirrored to 512², docs/benchmarks); without native
+99.97 % of voxels as fp32 does (`fossilsegment bench`: the demo scan mirrored to 512²); without native
 bf16 the CPU emulates it, slower than fp32.
 
 Training (:func:`resolve_precision`), precision ``"auto"``: bf16 (or fp16) on CUDA, fp32 on CPU and MPS.

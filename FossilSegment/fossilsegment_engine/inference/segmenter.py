@@ -2,7 +2,8 @@
 
 Each volume is normalised once (its own percentiles, :mod:`.normalize`), cut into batches of 2.5D
 slice stacks (:mod:`.context`), predicted tile by tile with Gaussian blending (:mod:`.tiling`) under
-``torch.inference_mode`` with channels_last and autocast (:mod:`.device`), reduced by argmax on the
+``torch.inference_mode`` with channels_last, autocast (:mod:`.device`) and, for large CPU jobs,
+``torch.compile`` (:mod:`.backends`), reduced by argmax on the
 device, and cleaned (:mod:`.postprocess`). On CUDA the batches are pipelined (:mod:`.pipelined`: raw slices
 copied in, normalised and stacked on the GPU, labels copied out, each on its own stream, overlapping the
 next batch's compute). A region of interest (:class:`~fossilsegment_engine.roi.Box`) limits the work to a
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import FossilSegmentError, InputError
+from ..mapped_pages import release_pages
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..roi import Box
 from ..volume import Volume
@@ -155,6 +157,7 @@ class Segmenter:
         box = _check_box(roi, slice_range, array.shape)
         self._runner.plan(box.k1 - box.k0, box.j1 - box.j0, box.i1 - box.i0)  # lets backend "auto" decide
         lo, hi = volume_intensity_range(array, self._config.normalization)
+        release_pages(array)  # a memory-mapped input: the sampling above touched every page (issue 6)
         labels = np.zeros(array.shape, dtype=np.uint8)
         probs = np.zeros((self._config.n_classes, *array.shape), dtype=np.uint8) if return_probabilities else None
         source = array[:, box.j0 : box.j1, box.i0 : box.i1]  # a view: only the box's columns and rows are read
@@ -166,6 +169,7 @@ class Segmenter:
             if probs is not None and prob is not None:
                 probs[(slice(None), slice(start, stop), *inside)] = prob.transpose(1, 0, 2, 3)
             done[0] = stop
+            release_pages(array, 0, stop - self._config.context_slices)  # input slices no batch needs again
             if progress is not None:
                 progress(stop - box.k0, box.k1 - box.k0)
 

@@ -1,8 +1,9 @@
 """Voxels of large NRRD/NHDR and MetaImage (MHA/MHD) files without a second full copy.
 
 Raw data in native byte order is memory-mapped read-only (pages are read only when used, and
-:func:`release_pages` hands back those no longer needed); raw data in the other byte order is read a slab at a time into one array; gzip/zlib
-data is stream-decompressed straight into one preallocated array. Geometry is not read here: the caller
+:func:`~fossilsegment_engine.mapped_pages.release_pages` hands back those no longer needed); raw data in
+the other byte order is read a slab at a time into one array; gzip/zlib data is stream-decompressed
+straight into one preallocated array. Geometry is not read here: the caller
 takes it from SimpleITK's header reading, so it is exactly what the SimpleITK path gives.
 
 :func:`read_voxels` returns None for what it does not handle (ASCII, bzip2 or hex data, several data
@@ -11,7 +12,6 @@ files, line skips, multi-component voxels); the caller then reads the file throu
 
 from __future__ import annotations
 
-import mmap
 import sys
 import zlib
 from dataclasses import dataclass
@@ -210,43 +210,3 @@ def inflate(layout: DataLayout, shape: tuple[int, ...], stored: np.dtype, source
     if not stored.isnative and stored.itemsize > 1:
         out = out.byteswap(inplace=True).view(stored.newbyteorder("="))
     return out
-
-
-def _file_map(array: np.ndarray) -> Optional[tuple[np.memmap, mmap.mmap]]:
-    """The np.memmap and mmap under ``array`` (a view of a memory-mapped file), else None."""
-    base, mapped = array, None
-    while base is not None:
-        if isinstance(base, np.memmap):
-            mapped = base
-        if isinstance(base, mmap.mmap):
-            return (mapped, base) if mapped is not None else None
-        base = getattr(base, "base", None)
-    return None
-
-
-def is_memory_mapped(array: np.ndarray) -> bool:
-    """True when ``array``'s memory is (a view of) a memory-mapped file."""
-    return _file_map(array) is not None
-
-
-def release_pages(array: np.ndarray, k0: int = 0, k1: Optional[int] = None) -> bool:
-    """Let the kernel take back the resident pages of slices ``array[k0:k1]`` of a read-only memory-mapped
-    volume (``madvise(MADV_DONTNEED)``; they are mapped again, from the page cache or the file, if used again).
-
-    Peak memory then stays near what is in use, not the whole input. Returns False (and does nothing) for an
-    array that is not a read-only file mapping, or where madvise is unavailable.
-    """
-    found = _file_map(array)
-    advise = getattr(mmap, "MADV_DONTNEED", None)
-    if found is None or advise is None or found[0].mode != "r" or not array.flags.c_contiguous:
-        return False
-    mapped, mm = found
-    part = array[k0:k1]
-    if part.size == 0:
-        return True
-    start_of_map = part.ctypes.data - (mapped.ctypes.data - mapped.offset % mmap.ALLOCATIONGRANULARITY)
-    first = -(-start_of_map // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the slices only
-    last = (start_of_map + part.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-    if last > first:
-        mm.madvise(advise, first, last - first)
-    return True

@@ -22,8 +22,9 @@ import SimpleITK as sitk
 
 from ..atomic import atomic_path, check_can_write
 from ..errors import InputError, OutputError
+from ..mapped_pages import release_pages
 from ..volume import IDENTITY_DIRECTION, Volume
-from .lazy_readers import read_voxels, release_pages
+from .lazy_readers import read_voxels
 from .nrrd_stream import iter_slabs, volume_fields, write_nrrd
 from .tiff_stack import (
     SLICE_SUFFIXES,
