@@ -226,3 +226,118 @@ def test_segment_command_passes_the_backend(tiny_model_dir: Path) -> None:
     args = argparse.Namespace(model=str(tiny_model_dir), device="cpu", batch_size=None, precision="fp32",
                               backend="compiled")
     assert load_segmenter(args).mode == "compiled-fp32"  # explicit: compiled whatever the job size
+
+
+# ---------------------------------------------------------------- int8 (PT2E static quantization, optional torchao)
+needs_torchao = pytest.mark.skipif(not backends.torchao_available(), reason="the int8 backend needs torchao")
+
+
+def _model_inputs(model: Path | None) -> tuple[nn.Module, torch.Tensor]:
+    """The module and calibration-style inputs from the demo scan (96², 8 slices)."""
+    from fossilsegment_engine.inference.benchmark import bench_volume
+    from fossilsegment_engine.inference.normalize import volume_intensity_range
+    from fossilsegment_engine.models.store import load_model
+
+    module, config = load_model(model)
+    array = bench_volume(96, 8).array
+    lo, hi = volume_intensity_range(array, config.normalization)
+    return module.eval(), backends.calibration_stack(array, lo, hi, config.context_slices, 8)
+
+
+@needs_torchao
+def test_int8_quantized_model_agrees_with_fp32() -> None:
+    # the default (trained) model: a random tiny one has near-ties everywhere (median softmax margin 0.006)
+    module, x = _model_inputs(None)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    quantized = backends.quantize_int8(module, x)
+    with torch.no_grad():
+        ref, out = module(x).argmax(1), quantized(x).argmax(1)
+    assert len(torch.unique(ref)) > 1
+    assert (ref == out).float().mean().item() >= 0.99
+    assert "quantize_per_tensor" in str(quantized.graph)  # really quantized, not a float copy
+    assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())  # the module is left alone
+
+
+def test_int8_keeps_the_stem_and_the_head_in_floating_point(tiny_model_dir: Path) -> None:
+    module, _ = _model_inputs(tiny_model_dir)
+    kept = backends.int8_kept_layers(module)
+    first = next(n for n, m in module.named_modules() if isinstance(m, nn.Conv2d))
+    assert kept == [first, "segmentation_head"] and first.startswith("encoder.")
+
+
+def test_calibration_stack_is_evenly_spaced_centre_crops() -> None:
+    from fossilsegment_engine.inference.context import context_slices
+    from fossilsegment_engine.inference.normalize import apply_intensity_range
+
+    array = np.random.default_rng(0).normal(100, 20, (10, 40, 70)).astype(np.float32)
+    out = backends.calibration_stack(array, 60.0, 140.0, 3, 16, count=4, size=512)
+    expected = apply_intensity_range(context_slices(array[:, 4:36, 3:67], [0, 3, 6, 9], 3), 60.0, 140.0)
+    assert np.array_equal(out.numpy(), expected)
+    small = backends.calibration_stack(array[:, :8, :20], 60.0, 140.0, 1, 16, count=20, size=512)
+    assert small.shape == (10, 1, 16, 16)  # every slice once; 8 rows padded to 16, 20 columns cropped to 16
+    assert np.array_equal(small[:, :, 8:].numpy(), np.repeat(small[:, :, 7:8].numpy(), 8, axis=2))
+
+
+def test_int8_without_torchao_is_a_clear_error(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = backends.importlib.import_module
+
+    def no_torchao(name: str, *args, **kwargs):
+        if name.startswith("torchao"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(backends.importlib, "import_module", no_torchao)
+    with pytest.raises(DeviceError, match=r"int8 backend needs torchao .*pip install torchao"):
+        Segmenter(tiny_model_dir, device="cpu", backend="int8")
+    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
+    auto = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
+    auto.plan(4000, 512, 512)
+    assert auto.mode == "compiled-bf16"  # auto never picks int8
+
+
+def test_int8_is_for_the_cpu_only() -> None:
+    with pytest.raises(DeviceError, match="int8 backend runs on the CPU only"):
+        Runner(_Recorder(), torch.device("cuda", 0), torch.bfloat16, "int8")
+
+
+@needs_torchao
+def test_int8_quantization_failure_falls_back_to_eager(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    expected = _labels(tiny_model_dir, precision="bf16", backend="eager", batch_size=4)
+
+    def broken(module, samples, batch=4):
+        raise RuntimeError("cannot export this layer")
+
+    monkeypatch.setattr(backends, "quantize_int8", broken)
+    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", backend="int8", batch_size=4)
+    assert seg.mode == "int8-bf16"
+    with caplog.at_level(logging.WARNING):
+        out = seg.predict(_scan(), postprocess=None).array
+    assert "int8 quantization failed" in caplog.text and np.array_equal(out, expected)
+    assert seg.mode == "eager-bf16"
+
+
+@pytest.mark.slow
+@needs_torchao
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
+def test_int8_segmenter_agrees_and_calibrates_once_per_volume(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fossilsegment_engine.inference.benchmark import bench_volume
+
+    calls: list[torch.Tensor] = []
+    real = backends.quantize_int8
+
+    def counting(module, samples, batch=4):
+        calls.append(samples)
+        return real(module, samples, batch)
+
+    monkeypatch.setattr(backends, "quantize_int8", counting)
+    vol = bench_volume(96, 6)
+    fp32 = Segmenter(None, device="cpu", precision="fp32", backend="eager").predict(vol, postprocess=None).array
+    seg = Segmenter(None, device="cpu", precision="bf16", backend="int8", batch_size=4)
+    out = seg.predict(vol, postprocess=None).array
+    assert seg.mode == "int8-bf16" and not seg._runner._compile_failed
+    assert len(np.unique(fp32)) > 1 and (fp32 == out).mean() >= 0.99
+    assert np.array_equal(seg.predict(vol, postprocess=None).array, out)  # same volume: same calibration
+    assert len(calls) == 1 and calls[0].shape[0] == 6  # every one of the 6 slices calibrated
+    seg.predict(bench_volume(96, 7), postprocess=None)
+    assert len(calls) == 2  # a new volume is calibrated on its own slices

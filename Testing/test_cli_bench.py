@@ -75,6 +75,17 @@ def test_default_modes_and_aliases() -> None:
         parse_modes(["naive"], CPU)
 
 
+def test_int8_mode_is_listed_only_where_it_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fossilsegment_engine.inference import benchmark
+
+    assert parse_modes(["int8"], CPU) == ["int8-bf16"]
+    monkeypatch.setattr(benchmark, "can_compile", lambda dev: True)
+    monkeypatch.setattr(benchmark, "torchao_available", lambda: True)
+    assert parse_modes(None, CPU)[-1] == "int8-bf16"
+    monkeypatch.setattr(benchmark, "torchao_available", lambda: False)
+    assert "int8-bf16" not in parse_modes(None, CPU)
+
+
 def test_bench_volume_is_the_demo_scan_mirrored() -> None:
     demo = read_volume(resource_path("SampleData/fossil_demo_phantom.nrrd")).array
     vol = bench_volume(512, 4)

@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "a naive fp32 model.eval() loop and with each mode, in the same run, and print slices/s, "
                     "voxels/s, peak memory, the speed-up over the naive loop, agreement with it, and which mode "
                     "'auto' picks. Modes: eager-fp32, eager-bf16, eager-fp16, compiled-fp32, compiled-bf16, "
-                    "compiled-fp16, auto (short: fp32, bf16, fp16, compiled).")
+                    "compiled-fp16, int8-fp32, int8-bf16 (CPU, needs torchao), auto "
+                    "(short: fp32, bf16, fp16, compiled, int8).")
     p.add_argument("--model", default=None, metavar="NAME|DIR", help="bundled model name or folder (default model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--size", type=int, default=512, metavar="PIXELS", help="slice size in pixels (default 512)")
@@ -24,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="slices per batch (default: as segment chooses it)")
     p.add_argument("--modes", nargs="+", default=None, metavar="MODE",
-                   help="modes to time (default: eager-fp32, eager-bf16 and compiled-bf16 where a compiler exists)")
+                   help="modes to time (default: eager-fp32, eager-bf16, compiled-bf16 where a compiler exists, "
+                        "int8-bf16 on a CPU with torchao)")
     p.add_argument("--repeat", type=int, default=2, metavar="R", help="timed rounds; each mode keeps its best")
     p.add_argument("--threads", type=int, default=None, metavar="T", help="CPU threads for torch (default: torch's)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the results as JSON")

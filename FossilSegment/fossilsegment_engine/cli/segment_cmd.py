@@ -26,8 +26,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: chosen for the device)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
-    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compiled"],
-                   help="auto: torch.compile for large CPU jobs in bf16 when a C++ compiler exists, else eager")
+    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compiled", "int8"],
+                   help="auto: torch.compile for large CPU jobs in bf16 when a C++ compiler exists, else eager; "
+                        "int8: quantized, CPU only, needs torchao (opt-in)")
     p.add_argument("--min-island", type=int, default=64, metavar="VOXELS",
                    help="remove connected pieces smaller than this (default 64); every larger piece is kept")
     p.add_argument("--no-fill-holes", action="store_true", help="do not fill cavities enclosed inside bone")

@@ -28,7 +28,7 @@ import torch
 from ..errors import DeviceError, FossilSegmentError
 from ..progress import ProgressCallback
 from ..volume import Volume
-from .backends import COMPILE_MIN_PIXELS, Runner, can_compile, check_backend
+from .backends import COMPILE_MIN_PIXELS, Runner, can_compile, check_backend, torchao_available
 from .context import context_slices
 from .device import choose_device, resolve_inference_precision
 from .normalize import apply_intensity_range, volume_intensity_range
@@ -38,10 +38,11 @@ from .tiling import predict_tiled
 MODES: dict[str, tuple[str, str]] = {
     "eager-fp32": ("eager", "fp32"), "eager-bf16": ("eager", "bf16"), "eager-fp16": ("eager", "fp16"),
     "compiled-fp32": ("compiled", "fp32"), "compiled-bf16": ("compiled", "bf16"),
-    "compiled-fp16": ("compiled", "fp16"), "auto": ("auto", "auto"),
+    "compiled-fp16": ("compiled", "fp16"), "int8-fp32": ("int8", "fp32"), "int8-bf16": ("int8", "bf16"),
+    "auto": ("auto", "auto"),
 }
 ALIASES = {"fp32": "eager-fp32", "bf16": "eager-bf16", "fp16": "eager-fp16", "compiled": "compiled-bf16",
-           "eager": "eager-fp32"}
+           "eager": "eager-fp32", "int8": "int8-bf16"}
 NAIVE = "naive-fp32"
 
 
@@ -86,10 +87,13 @@ class BenchResult:
 
 
 def parse_modes(names: list[str] | None, device: torch.device) -> list[str]:
-    """Canonical mode names (defaults: fp32, the device's low precision, and compiled where it can work)."""
+    """Canonical mode names (defaults: fp32, the device's low precision, compiled where it can work, and int8 on
+    a CPU with torchao)."""
     if not names:
         low = "fp16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"
         names = ["eager-fp32", f"eager-{low}"] + ([f"compiled-{low}"] if can_compile(device) else [])
+        if device.type == "cpu" and can_compile(device) and torchao_available():
+            names.append(f"int8-{low}")
     out: list[str] = []
     for raw in names:
         for name in str(raw).split(","):
@@ -237,7 +241,7 @@ def run_benchmark(
     probe.plan(slices, size, size)
     auto_rule = (f"on a CPU with native bf16 and a C++ compiler, compiled-bf16 for jobs of ≥ "
                  f"{COMPILE_MIN_PIXELS / 512**2:.0f} slices of 512² ({COMPILE_MIN_PIXELS / 1e6:.0f} M pixels), "
-                 f"else eager; eager on GPUs")
+                 f"else eager; eager on GPUs; int8 only when asked (--backend int8)")
     return BenchResult(
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=config.name, device=str(dev),
         threads=torch.get_num_threads(), cpu=_cpu_name(dev), torch=torch.__version__, size=size, slices=slices,

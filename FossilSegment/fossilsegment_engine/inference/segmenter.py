@@ -27,7 +27,7 @@ from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..roi import Box
 from ..volume import Volume
 from .context import context_slices
-from .backends import Runner, check_backend
+from .backends import Runner, calibration_stack, check_backend
 from .device import DeviceError, choose_device, resolve_inference_precision
 from .normalize import apply_intensity_range, volume_intensity_range
 from .pipelined import Sink, run_pipelined
@@ -157,6 +157,7 @@ class Segmenter:
         box = _check_box(roi, slice_range, array.shape)
         self._runner.plan(box.k1 - box.k0, box.j1 - box.j0, box.i1 - box.i0)  # lets backend "auto" decide
         lo, hi = volume_intensity_range(array, self._config.normalization)
+        self._runner.calibrate(lambda: calibration_stack(array, lo, hi, self._config.context_slices, self._multiple))
         release_pages(array)  # a memory-mapped input: the sampling above touched every page (issue 6)
         labels = np.zeros(array.shape, dtype=np.uint8)
         probs = np.zeros((self._config.n_classes, *array.shape), dtype=np.uint8) if return_probabilities else None
