@@ -124,6 +124,8 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         "## Other benchmarks", "",
         "- Few-shot fine-tuning and uncertainty (issue 5): [docs/benchmarks/finetune.md](docs/benchmarks/finetune.md)",
         "- Mesh export against Slicer's own (issue 7): [docs/benchmarks/mesh_export.md](docs/benchmarks/mesh_export.md)",
+        "- Speed and scale — CPU backends, bounded memory on scans up to 4 GB, GPU script (issue 6): "
+        "[docs/benchmarks/speed_scale.md](docs/benchmarks/speed_scale.md)",
         "",
     ]
     return "\n".join(lines)
