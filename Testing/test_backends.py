@@ -209,6 +209,7 @@ def test_segmenter_plans_each_job_so_auto_compiles_large_ones(tiny_model_dir: Pa
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(backends, "can_compile", lambda dev: True)
+    monkeypatch.setattr(backends, "torchao_available", lambda: False)  # the int8 check has tests of its own
     vol = _scan()  # 6 x 40 x 72 = 17280 pixels
     monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 17280)
     seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
@@ -292,7 +293,7 @@ def test_int8_without_torchao_is_a_clear_error(tiny_model_dir: Path, monkeypatch
     monkeypatch.setattr(backends, "can_compile", lambda dev: True)
     auto = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
     auto.plan(4000, 512, 512)
-    assert auto.mode == "compiled-bf16"  # auto never picks int8
+    assert auto.mode == "compiled-bf16"  # auto never picks int8 without torchao
 
 
 def test_int8_is_for_the_cpu_only() -> None:
@@ -341,3 +342,108 @@ def test_int8_segmenter_agrees_and_calibrates_once_per_volume(monkeypatch: pytes
     assert len(calls) == 1 and calls[0].shape[0] == 6  # every one of the 6 slices calibrated
     seg.predict(bench_volume(96, 7), postprocess=None)
     assert len(calls) == 2  # a new volume is calibrated on its own slices
+
+
+# ---------------------------------------------------------------- auto: int8 only where its check on the volume passes
+class _Flipped(nn.Module):
+    """``_Recorder``'s logits with the first ``cols`` columns' classes swapped: a stand-in int8 model whose labels
+    differ from the module's on exactly those columns."""
+
+    def __init__(self, cols: int) -> None:
+        super().__init__()
+        self.cols = cols
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.cat([x, -x], dim=1)
+        out[..., : self.cols] = -out[..., : self.cols]
+        return out
+
+
+def _auto_runner(monkeypatch: pytest.MonkeyPatch, quantized: nn.Module | None = None) -> tuple[Runner, list]:
+    """An ``auto`` bf16 CPU runner planned for a large job, with compiling stubbed (identity) and ``quantize_int8``
+    replaced by one that records its samples and returns ``quantized``."""
+    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
+    monkeypatch.setattr(backends, "torchao_available", lambda: True)
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
+    calls: list[torch.Tensor] = []
+
+    def fake_quantize(module, samples, batch=4):
+        calls.append(samples)
+        return quantized
+
+    monkeypatch.setattr(backends, "quantize_int8", fake_quantize)
+    runner = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
+    runner.plan(4000, 512, 512)
+    return runner, calls
+
+
+@pytest.mark.parametrize("threshold,expected", [(0.7, "int8-bf16"), (0.8, "compiled-bf16")])
+def test_auto_uses_int8_only_when_its_sample_check_passes(monkeypatch: pytest.MonkeyPatch, threshold: float,
+                                                          expected: str) -> None:
+    monkeypatch.setattr(backends, "INT8_MIN_AGREEMENT", threshold)
+    runner, calls = _auto_runner(monkeypatch, _Flipped(cols=2))
+    samples = torch.randn(5, 1, 3, 8)  # 2 of 8 columns disagree: agreement 0.75
+    runner.calibrate(lambda: samples)
+    assert runner.checks_int8() and runner.mode == "compiled-bf16"  # decided at the first batch
+    x = torch.randn(4, 1, 3, 8)
+    out = runner(x)
+    assert runner.int8_agreement == pytest.approx(0.75) and runner.mode == expected
+    chosen = _Flipped(cols=2) if expected.startswith("int8") else _Recorder()
+    assert torch.equal(out, chosen(x))  # what ran is what mode says
+    runner(x)
+    runner.calibrate(lambda: samples.clone())
+    runner(x)
+    assert len(calls) == 1  # one check per volume: later batches and the same volume again reuse it
+    runner.calibrate(lambda: samples + 1)
+    runner(x)
+    assert len(calls) == 2  # a new volume is checked on its own slices
+    runner.plan(4, 512, 512)  # a small job: eager, no int8, no agreement to report
+    assert torch.equal(runner(x), _Recorder()(x))
+    assert runner.mode == "eager-bf16" and runner.int8_agreement is None
+
+
+def test_auto_without_torchao_never_tries_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, calls = _auto_runner(monkeypatch, _Flipped(cols=0))
+    monkeypatch.setattr(backends, "torchao_available", lambda: False)
+    runner.calibrate(lambda: torch.randn(3, 1, 4, 4))
+    assert not runner.checks_int8()
+    runner(torch.randn(2, 1, 4, 4))
+    assert calls == [] and runner.mode == "compiled-bf16" and runner.int8_agreement is None
+    fp32 = Runner(_Recorder(), CPU, None, "auto")  # and never where auto would not compile
+    fp32.plan(4000, 512, 512)
+    assert not fp32.checks_int8()
+
+
+def test_auto_int8_check_failure_continues_compiled(monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    runner, _ = _auto_runner(monkeypatch)
+
+    def broken(module, samples, batch=4):
+        raise DeviceError("the int8 backend needs torchao (No module named 'torchao.quantization')")
+
+    monkeypatch.setattr(backends, "quantize_int8", broken)
+    x = torch.randn(2, 1, 4, 4)
+    with caplog.at_level(logging.WARNING):
+        assert torch.equal(runner(x), _Recorder()(x))
+    assert "int8 check failed" in caplog.text and runner.mode == "compiled-bf16"
+    assert not runner.checks_int8()  # not tried again with this runner
+
+
+@needs_torchao
+@pytest.mark.parametrize("threshold", [0.0, 1.01])
+def test_segmenter_auto_runs_the_real_int8_check(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 threshold: float) -> None:
+    # the tiny random model has near-ties, so its real agreement is not asserted: the threshold decides
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
+    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
+    monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 1)
+    monkeypatch.setattr(backends, "INT8_MIN_AGREEMENT", threshold)
+    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
+    out = seg.predict(_scan(), postprocess=None).array
+    assert seg.int8_agreement is not None and 0.5 < seg.int8_agreement <= 1.0
+    if threshold <= 1:
+        assert seg.mode == "int8-bf16"
+        assert np.array_equal(out, _labels(tiny_model_dir, precision="bf16", backend="int8", batch_size=4))
+    else:
+        assert seg.mode == "compiled-bf16"
+        assert np.array_equal(out, _labels(tiny_model_dir, precision="bf16", backend="eager", batch_size=4))

@@ -107,3 +107,36 @@ def test_naive_loop_matches_the_segmenter_in_fp32(tiny_model_dir: Path) -> None:
         vol, postprocess=None).array
     assert len(np.unique(reference)) > 1
     assert (reference == labels).mean() >= 0.9999
+
+
+def test_bench_auto_row_runs_the_int8_check_on_a_large_job(tiny_model_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    import copy
+
+    from fossilsegment_engine.inference import backends, benchmark, device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
+    monkeypatch.setattr(backends, "torchao_available", lambda: True)
+    monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 1)  # the bench's 3 slices count as a large job
+    monkeypatch.setattr(backends, "INT8_MIN_AGREEMENT", 0.0)  # the tiny random model has near-ties
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
+    checked: list[torch.Tensor] = []
+
+    def fake_quantize(module, samples, batch=4):
+        checked.append(samples)
+        return copy.deepcopy(module)
+
+    monkeypatch.setattr(backends, "quantize_int8", fake_quantize)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
+                 "--modes", "auto", "--repeat", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "auto=int8-bf16" in text and "auto picks int8-bf16 for this job (int8 sample agreement" in text
+    assert "run int8-bf16 if torchao is installed" in text and len(checked) == 1  # once for the bench volume
+    result = json.loads(out.read_text())
+    assert 0.5 < result["auto_int8_agreement"] <= 1 and result["auto_mode"] == "int8-bf16"
+    module, _ = load_model(tiny_model_dir)
+    mode, agreement = benchmark._auto_choice(None, module, CPU, 3, 48)  # without an auto row: the rule, not run
+    assert mode.startswith("int8-bf16 or compiled-bf16") and agreement is None

@@ -75,6 +75,9 @@ def test_voxel_roi(scan, tiny_model_dir, tmp_path):
     assert np.array_equal(labels, engine_labels(scan, tiny_model_dir, box))
     assert provenance["parameters"]["roi_ijk"] == [[5, 30], [8, 25], [2, 9]]
     assert "roi_mm_lps" not in provenance["parameters"]
+    # what actually ran is recorded (a small CPU job: eager, no int8 check)
+    assert provenance["inference"]["mode"] in {"eager-fp32", "eager-bf16"}
+    assert provenance["inference"]["int8_sample_agreement"] is None
 
 
 def test_mm_roi_on_oblique_scan(scan, tiny_model_dir, tmp_path):

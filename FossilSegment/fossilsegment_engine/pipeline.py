@@ -88,6 +88,9 @@ def provenance(segmenter: Any, volume: Volume, parameters: dict[str, Any],
         "input_spacing_mm": list(volume.spacing),
         "input_notes": list(volume.meta.get("notes", [])),  # e.g. "RGB converted to luminance"
         "parameters": parameters,
+        # what actually ran (known after predict): e.g. int8-bf16 after its agreement check, or compiled-bf16
+        "inference": {"mode": getattr(segmenter, "mode", None),
+                      "int8_sample_agreement": getattr(segmenter, "int8_agreement", None)},
         "corrected_slices": sorted({int(k) for k in corrected_slices}) if corrected_slices else [],
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

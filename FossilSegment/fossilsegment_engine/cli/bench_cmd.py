@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "a naive fp32 model.eval() loop and with each mode, in the same run, and print slices/s, "
                     "voxels/s, peak memory, the speed-up over the naive loop, agreement with it, and which mode "
                     "'auto' picks. Modes: eager-fp32, eager-bf16, eager-fp16, compiled-fp32, compiled-bf16, "
-                    "compiled-fp16, int8-fp32, int8-bf16 (CPU, needs torchao), auto "
+                    "compiled-fp16, int8-fp32, int8-bf16 (CPU, needs torchao), auto (what segment runs by default "
+                    "for this job size, its int8 check included) "
                     "(short: fp32, bf16, fp16, compiled, int8).")
     p.add_argument("--model", default=None, metavar="NAME|DIR", help="bundled model name or folder (default model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")

@@ -28,7 +28,8 @@ import torch
 from ..errors import DeviceError, FossilSegmentError
 from ..progress import ProgressCallback
 from ..volume import Volume
-from .backends import COMPILE_MIN_PIXELS, Runner, can_compile, check_backend, torchao_available
+from .backends import (CALIBRATION_SLICES, COMPILE_MIN_PIXELS, INT8_MIN_AGREEMENT, Runner, can_compile,
+                       check_backend, torchao_available)
 from .context import context_slices
 from .device import choose_device, resolve_inference_precision
 from .normalize import apply_intensity_range, volume_intensity_range
@@ -80,6 +81,7 @@ class BenchResult:
     auto_mode: str
     auto_rule: str
     rows: list[ModeResult] = field(default_factory=list)
+    auto_int8_agreement: float | None = None  # auto's int8 check on the calibration slices (None: not run)
     load_average: list[float | None] = field(default_factory=list)  # 1-minute load before and after (others' work)
 
     def to_json(self) -> str:
@@ -237,16 +239,33 @@ def run_benchmark(
             peak_rss_mib=rss[n], peak_gpu_mib=gpu[n] if cuda else None, speedup_vs_naive=best[NAIVE] / best[n],
             agreement=float((labels[n] == ref).mean()), runs_as="" if seg is None else seg.mode))
 
-    probe = Runner(naive_module, dev, resolve_inference_precision("auto", dev), "auto")
-    probe.plan(slices, size, size)
-    auto_rule = (f"on a CPU with native bf16 and a C++ compiler, compiled-bf16 for jobs of ≥ "
-                 f"{COMPILE_MIN_PIXELS / 512**2:.0f} slices of 512² ({COMPILE_MIN_PIXELS / 1e6:.0f} M pixels), "
-                 f"else eager; eager on GPUs; int8 only when asked (--backend int8)")
+    auto_mode, auto_agreement = _auto_choice(segmenters.get("auto"), naive_module, dev, slices, size)
     return BenchResult(
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=config.name, device=str(dev),
         threads=torch.get_num_threads(), cpu=_cpu_name(dev), torch=torch.__version__, size=size, slices=slices,
-        repeat=repeat, auto_mode=probe.mode, auto_rule=auto_rule, rows=rows,
-        load_average=[load_before, _load_average()])
+        repeat=repeat, auto_mode=auto_mode, auto_rule=auto_rule(), rows=rows,
+        load_average=[load_before, _load_average()], auto_int8_agreement=auto_agreement)
+
+
+def auto_rule() -> str:
+    """What backend ``auto`` runs, in words (the rule of :class:`~.backends.Runner`)."""
+    return (f"on a CPU with native bf16 and a C++ compiler, jobs of ≥ {COMPILE_MIN_PIXELS / 512**2:.0f} slices of "
+            f"512² ({COMPILE_MIN_PIXELS / 1e6:.0f} M pixels) run int8-bf16 if torchao is installed and int8 labels "
+            f"≥ {100 * INT8_MIN_AGREEMENT:.3f} % of the pixels of {CALIBRATION_SLICES} slices of the volume as fp32 "
+            f"does, else compiled-bf16; smaller jobs eager; eager on GPUs")
+
+
+def _auto_choice(seg: Any, module: torch.nn.Module, dev: torch.device, slices: int,
+                 size: int) -> tuple[str, float | None]:
+    """``(mode, int8 sample agreement)`` of ``auto`` for this job: from its timed row when there is one, else what
+    the rule says without running it."""
+    if seg is not None:
+        return seg.mode, seg.int8_agreement
+    probe = Runner(module, dev, resolve_inference_precision("auto", dev), "auto")
+    probe.plan(slices, size, size)
+    if probe.checks_int8():
+        return f"int8-{probe.precision} or {probe.mode} (by its int8 check: time mode auto to run it)", None
+    return probe.mode, None
 
 
 def _load_average() -> float | None:
@@ -287,5 +306,7 @@ def format_table(result: BenchResult) -> str:
         if gpu:
             vals.insert(5, f"{r.peak_gpu_mib or 0:>13.0f}")
         lines.append("  ".join(vals))
-    lines.append(f"auto picks {result.auto_mode} for this job; rule: {result.auto_rule}")
+    check = result.auto_int8_agreement
+    check_text = "" if check is None else f" (int8 sample agreement {100 * check:.3f} %)"
+    lines.append(f"auto picks {result.auto_mode} for this job{check_text}; rule: {result.auto_rule}")
     return "\n".join(lines)

@@ -216,6 +216,11 @@ class Segmenter:
         """How the last planned job runs (backend-precision), e.g. ``compiled-bf16`` or ``eager-fp32``."""
         return self._runner.mode
 
+    @property
+    def int8_agreement(self) -> float | None:
+        """Backend ``auto``: the share of calibration pixels int8 labelled as fp32 does (None: no int8 check)."""
+        return self._runner.int8_agreement
+
     def _predict_range(
         self, source: np.ndarray, ks: range, batch: int, lo: float, hi: float, sink: Sink,
         cancel: CancelToken | None, want_probs: bool, pipelined: bool | None,
