@@ -125,3 +125,19 @@ def test_cli_finetune(tmp_path, tiny_model_dir, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["provenance"]["finetune"]["slices"] == [4, 6] and "wrote" in capsys.readouterr().out
     assert main(base + ["--slices", "4,6", "-o", str(out)]) == 2  # exists, no --force
+
+
+def test_early_stopping_waits_for_min_steps_then_patience(tiny_model_dir):
+    """lr 0 → the held-back Dice never improves: stop exactly at min_steps (patience already exhausted)."""
+    vol, truth = scan()
+    opts = FinetuneOptions(max_steps=40, batch_size=2, crop=32, eval_every=2, patience=2, min_steps=12, lr=0.0,
+                           device="cpu")
+    result = finetune_in_memory(vol, truth, [3, 6, 9], model=str(tiny_model_dir), options=opts)
+    assert result.report["stopped_by"] == "early stopping"
+    assert result.report["steps"] == 12
+    # without the floor it stops after `patience` evaluations
+    early = finetune_in_memory(vol, truth, [3, 6, 9], model=str(tiny_model_dir),
+                               options=FinetuneOptions(**{**opts.__dict__, "min_steps": 1}))
+    assert early.report["steps"] == 4
+    with pytest.raises(InputError, match="min_steps"):
+        FinetuneOptions(min_steps=0)

@@ -5,7 +5,8 @@ are frozen (a handful of slices gives poor batch statistics) and every weight is
 random augmented crops (:mod:`..training.augment`, crops centred on foreground 2 times in 3) under Dice +
 cross-entropy. With ≥ 3 annotated slices the middle one is held back: it is scored before training and
 every ``eval_every`` steps, the best weights are kept (the parent's when training never beats them) and
-training stops after ``patience`` evaluations without improvement. Training also stops at ``max_minutes``.
+training stops after ``patience`` evaluations without improvement (never before ``min_steps``). Training also
+stops at ``max_minutes`` (usually the limit) or ``max_steps``.
 """
 
 from __future__ import annotations
@@ -47,13 +48,14 @@ class FinetuneOptions:
     """Knobs of a fine-tuning run (defaults: ≤ 3 minutes on 2 CPU cores for 5 slices of ~350×350)."""
 
     max_minutes: float = 3.0
-    max_steps: int = 300
+    max_steps: int = 1000  # the time budget is the usual limit
     batch_size: int = 4
     crop: int = 192
     lr: float = 3e-4
     weight_decay: float = 1e-4
     eval_every: int = 10
-    patience: int = 6
+    patience: int = 10
+    min_steps: int = 100  # no early stop before this many steps: the held-back Dice is noisy at first
     foreground_crop_prob: float = 0.67
     seed: int = 0
     device: str = "auto"
@@ -62,7 +64,7 @@ class FinetuneOptions:
     def __post_init__(self) -> None:
         if not self.max_minutes > 0:
             raise InputError(f"max_minutes must be positive, got {self.max_minutes}")
-        for name in ("max_steps", "batch_size", "eval_every", "patience"):
+        for name in ("max_steps", "batch_size", "eval_every", "patience", "min_steps"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.crop < 32 or self.crop % 32:
@@ -226,7 +228,7 @@ def finetune_in_memory(
                 best_state = copy.deepcopy(module.state_dict())
             else:
                 bad_evals += 1
-                if bad_evals >= opts.patience:
+                if bad_evals >= opts.patience and step >= opts.min_steps:
                     history.append(record)
                     stop_reason = "early stopping"
                     break
