@@ -140,14 +140,9 @@ def monai_slab(requested: int, array: np.ndarray, n_classes: int, n_context: int
 # ------------------------------------------------------------------------------------------------ timing
 def hardware(device: torch.device) -> dict[str, Any]:
     """What ran it: CPU, GPU, library versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from fossilsegment_engine.inference.benchmark import cpu_name
+
+    cpu = cpu_name(torch.device("cpu"))
     info: dict[str, Any] = {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                             "torch": torch.__version__, "python": platform.python_version()}
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -36,14 +35,9 @@ METHODS = (("model", "Model"), ("otsu", "Otsu (global)"), ("region_growing", "Re
 
 
 def hardware(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from fossilsegment_engine.inference.benchmark import cpu_name
+
+    cpu = cpu_name(torch.device("cpu"))
     text = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     if device.startswith("cuda"):
         text += f", GPU {torch.cuda.get_device_name(0)}"

@@ -242,7 +242,7 @@ def run_benchmark(
     auto_mode, auto_agreement = _auto_choice(segmenters.get("auto"), naive_module, dev, slices, size)
     return BenchResult(
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=config.name, device=str(dev),
-        threads=torch.get_num_threads(), cpu=_cpu_name(dev), torch=torch.__version__, size=size, slices=slices,
+        threads=torch.get_num_threads(), cpu=cpu_name(dev), torch=torch.__version__, size=size, slices=slices,
         repeat=repeat, auto_mode=auto_mode, auto_rule=auto_rule(), rows=rows,
         load_average=[load_before, _load_average()], auto_int8_agreement=auto_agreement)
 
@@ -275,7 +275,8 @@ def _load_average() -> float | None:
         return None
 
 
-def _cpu_name(device: torch.device) -> str:
+def cpu_name(device: torch.device) -> str:
+    """The GPU name on CUDA, else the CPU model name (/proc/cpuinfo, or platform's guess)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
