@@ -213,10 +213,16 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateGui()
 
     # ------------------------------------------------------------------ run
+    def _cancelRunningJob(self) -> bool:
+        """A job runs: its button now means Cancel — ask it to stop and return True; else False."""
+        if self._job is None:
+            return False
+        self._cancelJob(wait=False)
+        self.ui.statusLabel.text = "Cancelling…"
+        return True
+
     def onApplyButton(self) -> None:
-        if self._job is not None:
-            self._cancelJob(wait=False)
-            self.ui.statusLabel.text = "Cancelling…"
+        if self._cancelRunningJob():
             return
         try:
             with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
@@ -438,9 +444,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start()
 
     def onLearnButton(self) -> None:
-        if self._job is not None:
-            self._cancelJob(wait=False)
-            self.ui.statusLabel.text = "Cancelling…"
+        if self._cancelRunningJob():
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Failed to start learning.", waitCursor=True):
@@ -470,9 +474,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                     f"{time.monotonic() - job.startTime:.0f} s.{score}")
 
     def onSuggestSlicesButton(self) -> None:
-        if self._job is not None:
-            self._cancelJob(wait=False)
-            self.ui.statusLabel.text = "Cancelling…"
+        if self._cancelRunningJob():
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Failed to start the uncertainty computation.", waitCursor=True):
