@@ -29,7 +29,8 @@ from torch import nn
 
 from ..errors import InputError, OutputError
 from ..inference.device import autocast, choose_device, resolve_precision
-from ..models import ModelConfig, build_model, default_classes, required_multiple, save_model
+from ..models import (ModelConfig, build_model, default_classes, load_config, load_model, model_hash,
+                      required_multiple, resolve_model_dir, save_model)
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from . import distributed
 from .augment import augment_batch, augment_preset
@@ -77,6 +78,7 @@ class TrainOptions:
     foreground_crop_prob: float = 0.67
     augment: str = "full"
     threads: Optional[int] = None
+    init_from: Optional[str] = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,7 +95,15 @@ class TrainOptions:
             raise InputError(f"learning rate must be positive, got {self.lr}")
 
     def model_config(self) -> ModelConfig:
-        """The ``ModelConfig`` these options describe (validated: bad combinations → ``ModelError``)."""
+        """The ``ModelConfig`` these options describe (validated: bad combinations → ``ModelError``).
+
+        With ``init_from`` the architecture, classes and preprocessing are the starting model's.
+        """
+        if self.init_from is not None:
+            parent = load_config(self.init_from).to_dict()
+            keep = ("arch", "encoder", "encoder_depth", "decoder_skips", "aspp_concat", "decoder_channels",
+                    "context_slices", "classes", "normalization", "tile_size", "tile_overlap")
+            return ModelConfig(name=self.name or self.out_dir.name, **{k: parent[k] for k in keep})
         return ModelConfig(
             name=self.name or self.out_dir.name, arch=self.arch, encoder=self.encoder,
             encoder_depth=self.encoder_depth, decoder_skips=self.decoder_skips, aspp_concat=self.aspp_concat,
@@ -187,7 +197,10 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
 
     # ---- model and optimiser (same initial weights on every rank; DDP also broadcasts rank 0's)
     torch.manual_seed(opts.seed)
-    model = build_model(config).to(device=device, memory_format=torch.channels_last)
+    model = build_model(config)
+    if opts.init_from is not None and not opts.resume:
+        model.load_state_dict(load_model(opts.init_from)[0].state_dict(), strict=True)
+    model = model.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     out, state_dir = opts.out_dir, opts.out_dir / STATE_DIR
     start_epoch, best_score, best_epoch, history = 0, -1.0, 0, []
@@ -217,6 +230,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
     multiple = required_multiple(config)
     provenance_base = {
         **opts.provenance,
+        **_init_provenance(opts.init_from),
         "training": {
             "options": {k: v for k, v in opts.to_json().items() if k not in ("provenance", "force", "resume")},
             "commands": commands,  # every command of this run, the first one and each --resume
@@ -285,6 +299,16 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
     distributed.broadcast_buffers(model, info)  # BatchNorm statistics: rank 0's everywhere
     best_score = distributed.broadcast_float(best_score, info, torch.device("cpu") if device.type == "cpu" else device)
     return TrainResult(out, model, best_score, best_epoch, history)
+
+
+def _init_provenance(init_from: Optional[str]) -> dict[str, Any]:
+    """``{"initialised_from": {name, weights_sha256, folder}}`` for a run started from a model's weights."""
+    if init_from is None:
+        return {}
+    folder = resolve_model_dir(init_from)
+    cfg = load_config(folder)
+    return {"initialised_from": {"name": cfg.name, "weights_sha256": cfg.weights_sha256 or model_hash(folder),
+                                 "folder": str(folder)}}
 
 
 def _provenance(base: dict[str, Any], record: dict[str, Any], seconds: float) -> dict[str, Any]:
