@@ -129,6 +129,19 @@ def test_uncertainty_node_and_suggestions(scene, tiny_model_dir):
     means = unc.array.reshape(8, -1).mean(1)
     assert 0 not in ranking and len(ranking) == 7 and ranking[0] == int(np.argmax(means[1:]) + 1)
     assert logic.showUncertainty(unc, volumeNode, node) is node  # updated in place
+    # the region Apply segments (ROI box ∩ slice range): uncertainty there only, suggestions inside it
+    from fossilsegment_engine.roi import Box
+
+    part = logic.runUncertainty(volume, model=str(tiny_model_dir), device="cpu", method="softmax",
+                                sliceRange=(2, 6), roi=Box(1, 5, 2, 9, 3, 10))
+    assert part.array[2:5, 2:9, 3:10].mean() > 0
+    assert np.allclose(part.array[2:5, 2:9, 3:10], unc.array[2:5, 2:9, 3:10], atol=0.05)
+    rest = part.array.copy()
+    rest[2:5, 2:9, 3:10] = 0
+    assert not rest.any()
+    assert logic.suggestSlices(part)[:3] == sorted(range(2, 5), key=lambda k: -part.array[k].mean())
+    with pytest.raises(InputError, match="share no slice"):
+        logic.runUncertainty(volume, model=str(tiny_model_dir), device="cpu", sliceRange=(6, 8), roi=Box(1, 5, 0, 4, 0, 4))
 
 
 def _ijk(node):

@@ -101,3 +101,51 @@ def test_cli_segment_uncertainty(tmp_path, tiny_model_dir, capsys):
     assert main(base + ["--uncertainty", str(tmp_path / "u.nrrd"), "--uncertainty-method", "softmax"]) == 0
     u = read_volume(tmp_path / "u.nrrd")
     assert u.array.dtype == np.float32 and u.same_geometry(v) and "most uncertain" in capsys.readouterr().out
+
+
+def test_roi_limits_uncertainty_to_the_box(tiny_model_dir):
+    """A box of whole slices gives the full run's uncertainty there (tta, softmax) and 0 elsewhere; any box
+    and method: nothing outside it is computed."""
+    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.roi import Box
+
+    rng = np.random.default_rng(1)
+    v = Volume(rng.normal(0, 1, (7, 32, 40)).astype(np.float32), (0.3, 0.3, 0.9), (5.0, 6.0, 7.0))
+    seg = Segmenter(tiny_model_dir, device="cpu")
+    slab = Box(2, 5, 0, 32, 0, 40)
+    for method in ("tta", "softmax"):
+        full = uncertainty_volume(seg, v, method).array
+        done = []
+        part = uncertainty_volume(seg, v, method, roi=slab, progress=lambda d, t: done.append((d, t))).array
+        assert np.allclose(part[2:5], full[2:5], atol=1e-6) and part[2:5].max() > 0
+        assert not part[:2].any() and not part[5:].any()
+        assert done[-1][0] == done[-1][1] == 3 * (4 if method == "tta" else 1)
+    box = Box(1, 6, 5, 20, 8, 30)
+    for method in METHODS:
+        u = uncertainty_volume(seg, v, method, roi=box).array
+        outside = np.ones(v.shape, bool)
+        outside[box.slices()] = False
+        assert not u[outside].any() and u[box.slices()].mean() > 0
+    with pytest.raises(InputError, match="region of interest"):
+        uncertainty_volume(seg, v, "tta", roi=Box(0, 9, 0, 32, 0, 40))
+
+
+def test_cli_uncertainty_follows_roi(tmp_path, tiny_model_dir):
+    from fossilsegment_engine.cli import main
+    from fossilsegment_engine.io import write_volume
+
+    rng = np.random.default_rng(0)
+    v = Volume(rng.normal(0, 1, (5, 32, 32)).astype(np.float32), (0.3, 0.3, 0.9), (5.0, 6.0, 7.0))
+    write_volume(v, tmp_path / "in.nrrd")
+    base = ["segment", str(tmp_path / "in.nrrd"), "--model", str(tiny_model_dir), "--device", "cpu",
+            "--uncertainty-method", "softmax"]
+    assert main(base + ["--labelmap", str(tmp_path / "a.nrrd"), "--uncertainty", str(tmp_path / "a_u.nrrd"),
+                        "--roi", "4:20,2:30,1:4"]) == 0
+    u = read_volume(tmp_path / "a_u.nrrd").array
+    assert u[1:4, 2:30, 4:20].mean() > 0
+    u[1:4, 2:30, 4:20] = 0
+    assert not u.any()
+    assert main(base + ["--labelmap", str(tmp_path / "b.nrrd"), "--uncertainty", str(tmp_path / "b_u.nrrd"),
+                        "--slices", "3:5"]) == 0
+    u = read_volume(tmp_path / "b_u.nrrd").array
+    assert not u[:3].any() and u[3:].min(axis=(1, 2)).max() >= 0 and u[3:].mean() > 0

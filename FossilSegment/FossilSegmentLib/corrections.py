@@ -18,6 +18,7 @@ import vtk
 import slicer
 from fossilsegment_engine.errors import InputError
 from fossilsegment_engine.progress import CancelToken, ProgressCallback, check_cancelled
+from fossilsegment_engine.roi import Box, region_box
 from fossilsegment_engine.volume import Volume
 
 from .classes import SegmentClass
@@ -170,16 +171,20 @@ class CorrectionsLogicMixin:
     # ------------------------------------------------------------------ uncertainty
     def runUncertainty(self, volume: Volume, model: Optional[str] = None, device: str = "auto",
                        method: Optional[str] = None, useFinetuned: bool = False,
-                       progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Volume:
-        """Per-voxel uncertainty (float32, 0..1) of ``volume`` (any thread, no MRML)."""
+                       progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                       sliceRange: Optional[tuple[int, int]] = None, roi: Optional[Box] = None) -> Volume:
+        """Per-voxel uncertainty (float32, 0..1) of ``volume`` (any thread, no MRML); with ``sliceRange`` and/or
+        ``roi`` only that region, as Apply segments it (0 elsewhere)."""
         from fossilsegment_engine.inference.segmenter import Segmenter
         from fossilsegment_engine.inference.uncertainty import DEFAULT_METHOD, uncertainty_volume
 
+        box = None if sliceRange is None and roi is None else region_box(volume.shape, sliceRange, roi)
         if useFinetuned and self.finetuned is not None:
             segmenter = Segmenter.from_module(*self.finetuned, device=device)
         else:
             segmenter = self.getSegmenter(model, device)
-        return uncertainty_volume(segmenter, volume, method or DEFAULT_METHOD, progress=progress, cancel=cancel)
+        return uncertainty_volume(segmenter, volume, method or DEFAULT_METHOD, progress=progress, cancel=cancel,
+                                  roi=box)
 
     def showUncertainty(self, uncertainty: Volume, inputVolume, node=None):
         """A scalar volume node '<input> uncertainty' (same geometry and transform) holding ``uncertainty``."""

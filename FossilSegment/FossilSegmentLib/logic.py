@@ -21,7 +21,7 @@ import vtk.util.numpy_support
 import slicer
 from fossilsegment_engine.errors import InputError, OutputError
 from fossilsegment_engine.progress import CancelToken, ProgressCallback, check_cancelled
-from fossilsegment_engine.roi import Box, covering_box
+from fossilsegment_engine.roi import Box, covering_box, region_box
 from fossilsegment_engine.volume import Volume
 
 from .classes import SegmentClass, segmentClasses
@@ -204,24 +204,11 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
         ``sliceRange`` too, only their common slices are segmented."""
         from fossilsegment_engine.inference.postprocess import PostprocessOptions
 
-        if sliceRange is not None:
-            start, stop = (int(v) for v in sliceRange)
-            if not 0 <= start < stop <= volume.shape[0]:
-                raise InputError(f"slice range {start}:{stop} is empty or outside the volume's 0:{volume.shape[0]} slices")
-            sliceRange = (start, stop)
-        where: dict[str, Any] = {"slice_range": sliceRange}
-        if roi is not None:
-            box = roi.check_inside(volume.shape)
-            if sliceRange is not None:
-                box = box.intersect(Box(sliceRange[0], sliceRange[1], box.j0, box.j1, box.i0, box.i1))
-                if box is None:
-                    raise InputError(f"the slice range {sliceRange[0]}:{sliceRange[1]} and the ROI (slices "
-                                     f"{roi.k0}:{roi.k1}) share no slice")
-            where = {"roi": box}
+        box = region_box(volume.shape, sliceRange, roi)  # bad range/ROI: an error before the model loads
         segmenter = self.getSegmenter(model, device, batchSize, segmenterFactory)
         self.lastClasses = segmentClasses(segmenter.classes)
         options = PostprocessOptions(min_island_voxels=int(minIslandVoxels), fill_holes=bool(fillHoles))
-        labelmap = segmenter.predict(volume, progress=progress, cancel=cancel, postprocess=options, **where)
+        labelmap = segmenter.predict(volume, progress=progress, cancel=cancel, postprocess=options, roi=box)
         check_cancelled(cancel)
         return labelmap
 

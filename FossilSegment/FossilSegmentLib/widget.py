@@ -479,7 +479,9 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Failed to start the uncertainty computation.", waitCursor=True):
             args = dict(model=p.model or None, device=p.device or "auto",
-                        useFinetuned=self.logic.finetuned is not None)
+                        useFinetuned=self.logic.finetuned is not None,  # the region Apply segments, if any
+                        roi=self.logic.boxFromROI(p.inputVolume, p.roi) if p.roi else None,
+                        sliceRange=(p.sliceStart, p.sliceStop) if p.useSliceRange else None)
             self.logic.getSegmenter(args["model"], args["device"])  # load the model on the main thread
             volume = self.logic.prepareInput(p.inputVolume)
             self._startWorker("runUncertainty", volume, args, dict(inputVolume=p.inputVolume),

@@ -200,3 +200,32 @@ def resolve_roi(shape: tuple[int, int, int], ijk_to_lps: np.ndarray, voxels: Opt
                              "no slice")
         box = both
     return box.check_inside(shape)
+
+
+def region_box(shape: tuple[int, ...], slice_range: tuple[int, int] | None = None, roi: Box | None = None) -> Box:
+    """The voxels to work on: ``roi`` ∩ whole slices ``slice_range`` (each optional; neither → the whole
+    volume of ``shape``). Bad bounds, or a range and box sharing no slice → :class:`InputError`."""
+    k0, k1 = _check_range(slice_range, shape[0])
+    if roi is None:
+        return Box(k0, k1, 0, shape[1], 0, shape[2])
+    if not isinstance(roi, Box):
+        raise InputError(f"region of interest must be a Box of voxel bounds, got {type(roi).__name__}")
+    bounds = (roi.k0, roi.k1, roi.j0, roi.j1, roi.i0, roi.i1)
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in bounds):
+        raise InputError(f"region of interest bounds must be whole voxel indices, got {roi}")
+    roi = Box(*(int(v) for v in bounds)).check_inside(tuple(shape))
+    if max(k0, roi.k0) >= min(k1, roi.k1):
+        raise InputError(f"region of interest slices {roi.k0}..{roi.k1} and slice range {k0}..{k1} share no slice")
+    return Box(max(k0, roi.k0), min(k1, roi.k1), roi.j0, roi.j1, roi.i0, roi.i1)
+
+
+def _check_range(slice_range: tuple[int, int] | None, n_slices: int) -> tuple[int, int]:
+    if slice_range is None:
+        return 0, n_slices
+    try:
+        k0, k1 = (int(v) for v in slice_range)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"slice range must be two integers (first, stop), got {slice_range!r}") from exc
+    if not 0 <= k0 < k1 <= n_slices:
+        raise InputError(f"slice range {k0}..{k1} is not inside the volume's 0..{n_slices} slices (stop excluded)")
+    return k0, k1

@@ -36,8 +36,10 @@ def check_uncertainty_output(args: argparse.Namespace) -> None:
         check_can_write(args.uncertainty, args.force)
 
 
-def write_uncertainty_from_args(args: argparse.Namespace, segmenter: Any, volume: Any) -> None:
-    """Compute and write the uncertainty volume when ``--uncertainty`` was given; prints what it wrote."""
+def write_uncertainty_from_args(args: argparse.Namespace, segmenter: Any, volume: Any, roi: Any = None) -> None:
+    """Compute and write the uncertainty volume when ``--uncertainty`` was given; prints what it wrote.
+
+    ``roi`` (a Box, from ``--roi``/``--roi-mm``/``--slices``): only that box is computed (0 outside it)."""
     if not getattr(args, "uncertainty", None):
         return
     from ..inference.uncertainty import slice_ranking, uncertainty_volume, write_uncertainty
@@ -45,7 +47,7 @@ def write_uncertainty_from_args(args: argparse.Namespace, segmenter: Any, volume
 
     check_uncertainty_output(args)
     with progress_bar(f"uncertainty ({args.uncertainty_method})") as progress:
-        unc = uncertainty_volume(segmenter, volume, args.uncertainty_method, progress=progress)
+        unc = uncertainty_volume(segmenter, volume, args.uncertainty_method, progress=progress, roi=roi)
     path = write_uncertainty(unc, args.uncertainty, force=args.force, scaled_uint8=args.uncertainty_uint8)
     top = [k for k, _ in slice_ranking(unc)[:5]]
     print(f"most uncertain axial slices: {', '.join(map(str, top))}")

@@ -24,7 +24,7 @@ from torch import nn
 from ..errors import FossilSegmentError, InputError
 from ..mapped_pages import release_pages
 from ..progress import CancelToken, ProgressCallback, check_cancelled
-from ..roi import Box
+from ..roi import Box, region_box
 from ..volume import Volume
 from .context import context_slices
 from .backends import Runner, calibration_stack, check_backend
@@ -154,7 +154,7 @@ class Segmenter:
         overlap copies and compute (:mod:`.pipelined`); True/False forces it (same labels either way).
         """
         array = _check_volume(volume)
-        box = _check_box(roi, slice_range, array.shape)
+        box = region_box(array.shape, slice_range, roi)
         self._runner.plan(box.k1 - box.k0, box.j1 - box.j0, box.i1 - box.i0)  # lets backend "auto" decide
         lo, hi = volume_intensity_range(array, self._config.normalization)
         self._runner.calibrate(lambda: calibration_stack(array, lo, hi, self._config.context_slices, self._multiple))
@@ -297,34 +297,6 @@ def _check_volume(volume: Volume) -> np.ndarray:
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise InputError(f"need a scalar integer or float volume, got dtype {array.dtype}")
     return array
-
-
-def _check_box(roi: Box | None, slice_range: tuple[int, int] | None, shape: tuple[int, ...]) -> Box:
-    """The voxels to predict: ``roi`` ∩ ``slice_range`` (each optional) inside a volume of ``shape``."""
-    k0, k1 = _check_range(slice_range, shape[0])
-    if roi is None:
-        return Box(k0, k1, 0, shape[1], 0, shape[2])
-    if not isinstance(roi, Box):
-        raise InputError(f"region of interest must be a Box of voxel bounds, got {type(roi).__name__}")
-    bounds = (roi.k0, roi.k1, roi.j0, roi.j1, roi.i0, roi.i1)
-    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in bounds):
-        raise InputError(f"region of interest bounds must be whole voxel indices, got {roi}")
-    roi = Box(*(int(v) for v in bounds)).check_inside(tuple(shape))
-    if max(k0, roi.k0) >= min(k1, roi.k1):
-        raise InputError(f"region of interest slices {roi.k0}..{roi.k1} and slice range {k0}..{k1} share no slice")
-    return Box(max(k0, roi.k0), min(k1, roi.k1), roi.j0, roi.j1, roi.i0, roi.i1)
-
-
-def _check_range(slice_range: tuple[int, int] | None, n_slices: int) -> tuple[int, int]:
-    if slice_range is None:
-        return 0, n_slices
-    try:
-        k0, k1 = (int(v) for v in slice_range)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"slice range must be two integers (first, stop), got {slice_range!r}") from exc
-    if not 0 <= k0 < k1 <= n_slices:
-        raise InputError(f"slice range {k0}..{k1} is not inside the volume's 0..{n_slices} slices (stop excluded)")
-    return k0, k1
 
 
 _SEGMENTER_KEYS = ("device", "batch_size", "precision", "backend")

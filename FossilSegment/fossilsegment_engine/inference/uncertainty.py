@@ -21,42 +21,63 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check_cancelled
+from ..roi import Box
 from ..volume import Volume
 
 METHODS = ("tta", "views", "softmax")
 #: chosen by scripts/bench_finetune.py (AUROC of uncertainty vs error voxels on held-out-family phantoms)
 DEFAULT_METHOD = "tta"
 
-#: (array → transformed array, probabilities (C, …) of the transformed array → probabilities in the original layout)
-_Pass = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+#: (array → transformed array, probabilities (C, …) of the transformed array → probabilities in the original
+#: layout, (box, shape) → the same voxels' box in the transformed array)
+_Pass = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray],
+              Callable[[Box, tuple[int, ...]], Box]]
+
+
+def _flip_j(b: Box, shape: tuple[int, ...]) -> Box:
+    return Box(b.k0, b.k1, shape[1] - b.j1, shape[1] - b.j0, b.i0, b.i1)
+
+
+def _flip_i(b: Box, shape: tuple[int, ...]) -> Box:
+    return Box(b.k0, b.k1, b.j0, b.j1, shape[2] - b.i1, shape[2] - b.i0)
 
 
 def _passes(method: str) -> list[_Pass]:
-    same = (lambda a: a, lambda p: p)
+    same = (lambda a: a, lambda p: p, lambda b, s: b)
     if method == "softmax":
         return [same]
     if method == "tta":
         return [same,
-                (lambda a: a[:, :, ::-1], lambda p: p[..., ::-1]),
-                (lambda a: a[:, ::-1, :], lambda p: p[..., ::-1, :]),
-                (lambda a: a[:, ::-1, ::-1], lambda p: p[..., ::-1, ::-1])]
+                (lambda a: a[:, :, ::-1], lambda p: p[..., ::-1], _flip_i),
+                (lambda a: a[:, ::-1, :], lambda p: p[..., ::-1, :], _flip_j),
+                (lambda a: a[:, ::-1, ::-1], lambda p: p[..., ::-1, ::-1], lambda b, s: _flip_i(_flip_j(b, s), s))]
     if method == "views":
-        return [same,
-                (lambda a: a.transpose(1, 0, 2), lambda p: p.transpose(0, 2, 1, 3)),  # coronal: slices along j
-                (lambda a: a.transpose(2, 0, 1), lambda p: p.transpose(0, 2, 3, 1))]  # sagittal: slices along i
+        return [same,  # coronal: slices along j; sagittal: slices along i
+                (lambda a: a.transpose(1, 0, 2), lambda p: p.transpose(0, 2, 1, 3),
+                 lambda b, s: Box(b.j0, b.j1, b.k0, b.k1, b.i0, b.i1)),
+                (lambda a: a.transpose(2, 0, 1), lambda p: p.transpose(0, 2, 3, 1),
+                 lambda b, s: Box(b.i0, b.i1, b.k0, b.k1, b.j0, b.j1))]
     raise InputError(f"unknown uncertainty method {method!r}; choose one of: {', '.join(METHODS)}")
 
 
 def mean_probabilities(segmenter: Any, volume: Volume, method: str = DEFAULT_METHOD,
-                       progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> np.ndarray:
-    """Mean softmax probabilities ``(n_classes, K, J, I)`` float32 over the passes of ``method``."""
+                       progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                       roi: Box | None = None) -> np.ndarray:
+    """Mean softmax probabilities ``(n_classes, K, J, I)`` float32 over the passes of ``method``.
+
+    ``roi``: only that box is predicted in every pass (all probabilities 0 outside it, entropy 0 there).
+    """
     passes = _passes(method)
-    total = sum(forward(volume.array).shape[0] for forward, _ in passes)
+    if roi is not None:
+        roi.check_inside(volume.shape)
+    total = len(passes) * (roi.shape[0] if roi is not None else 0) or \
+        sum(forward(volume.array).shape[0] for forward, _, _ in passes)
     done = 0
     acc: np.ndarray | None = None
-    for forward, back in passes:
+    for forward, back, move_box in passes:
         check_cancelled(cancel)
         array = np.ascontiguousarray(forward(volume.array))
+        where = {} if roi is None else {"roi": move_box(roi, volume.shape)}
         offset = done
 
         def report(d: int, _t: int, offset: int = offset) -> None:
@@ -64,10 +85,10 @@ def mean_probabilities(segmenter: Any, volume: Volume, method: str = DEFAULT_MET
                 progress(offset + d, total)
 
         _, probs = segmenter.predict(Volume(array), progress=report, cancel=cancel, postprocess=None,
-                                     return_probabilities=True)
+                                     return_probabilities=True, **where)
         stacked = back(np.stack([p.array for p in probs])).astype(np.float32)
         acc = stacked if acc is None else acc + stacked
-        done += array.shape[0]
+        done += where["roi"].shape[0] if where else array.shape[0]
     assert acc is not None
     acc /= 255.0 * len(passes)
     return acc
@@ -82,11 +103,11 @@ def normalized_entropy(probs: np.ndarray) -> np.ndarray:
 
 def uncertainty_volume(segmenter: Any, volume: Volume, method: str = DEFAULT_METHOD,
                        progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                       return_labels: bool = False) -> Volume | tuple[Volume, Volume]:
+                       return_labels: bool = False, roi: Box | None = None) -> Volume | tuple[Volume, Volume]:
     """Per-voxel uncertainty (float32 in [0, 1], ``volume``'s geometry); with ``return_labels`` also the
-    uint8 labelmap of the averaged probabilities (no clean-up)."""
+    uint8 labelmap of the averaged probabilities (no clean-up). ``roi``: only that box (0 outside it)."""
     _passes(method)  # unknown method → InputError before any work
-    probs = mean_probabilities(segmenter, volume, method, progress, cancel)
+    probs = mean_probabilities(segmenter, volume, method, progress, cancel, roi)
     check_cancelled(cancel)
     unc = volume.with_array(normalized_entropy(probs), uncertainty_method=method)
     if not return_labels:
