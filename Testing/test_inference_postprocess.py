@@ -85,3 +85,49 @@ def test_empty_labelmap_and_bad_arguments() -> None:
         postprocess(np.zeros((5, 6), np.uint8), CLASSES)
     with pytest.raises(InputError, match="min_island_voxels"):
         PostprocessOptions(min_island_voxels=-1)
+
+
+def _blobs(n_slices: int = 40) -> np.ndarray:
+    """Two classes: a hollow bone box with a tiny island, and a tooth block."""
+    lab = np.zeros((n_slices, 24, 24), np.uint8)
+    lab[5:30, 4:16, 4:16] = 1
+    lab[10:20, 7:12, 7:12] = 0  # enclosed cavity
+    lab[35, 20, 20] = 1  # island
+    lab[2:8, 18:22, 18:22] = 2
+    return lab
+
+
+@pytest.mark.parametrize("max_bytes", [10**9, 8 * 24 * 24 * 3])  # one slab; slabs of 3 slices
+def test_progress_rises_to_the_total_and_matches_the_result(max_bytes: int) -> None:
+    lab = _blobs()
+    seen: list[tuple[int, int]] = []
+    out = postprocess(lab, [0, 1, 2], PostprocessOptions(min_island_voxels=4), max_bytes=max_bytes,
+                      progress=lambda d, t: seen.append((d, t)))
+    assert np.array_equal(out, postprocess(lab, [0, 1, 2], PostprocessOptions(min_island_voxels=4)))
+    totals = {t for _, t in seen}
+    assert totals == {3 * 40 * 4}  # 2 steps × 2 classes × 3 passes over 40 slices
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 3 * 40 * 4
+    if max_bytes < 10**6:  # many slabs: many reports within each step
+        assert len(set(done)) > 40
+
+
+def test_cancel_during_cleanup_raises() -> None:
+    import threading
+
+    from fossilsegment_engine.errors import Cancelled
+
+    token = threading.Event()
+    calls: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        if done > total // 3:
+            token.set()
+
+    with pytest.raises(Cancelled):
+        postprocess(_blobs(), [1, 2], max_bytes=8 * 24 * 24 * 3, progress=progress, cancel=token)
+    assert calls and calls[-1] < 3 * 40 * 4
+    token.set()
+    with pytest.raises(Cancelled):  # cancelled before it starts: nothing reported
+        postprocess(_blobs(), [1, 2], cancel=token)

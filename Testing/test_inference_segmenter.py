@@ -226,3 +226,14 @@ def test_saved_smp_model_loads_once_and_segments(tiny_model_dir: Path) -> None:
     b = segment_volume(vol, tiny_model_dir, device="cpu", batch_size=5)
     assert a.array.dtype == np.uint8 and a.same_geometry(vol)
     assert np.array_equal(a.array, b.array)
+
+
+def test_cleanup_reports_progress_and_honours_cancel() -> None:
+    vol, _ = _scan()
+    seg = _segmenter(batch_size=12)
+    seen: list[tuple[int, int]] = []
+    out = seg.predict(vol, cleanup_progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1] and np.array_equal(out.array, seg.predict(vol).array)
+    token = threading.Event()
+    with pytest.raises(Cancelled):
+        seg.predict(vol, cancel=token, cleanup_progress=lambda d, t: token.set())

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     segmenter = load_segmenter(args)
     print(f"demo scan {resource_path(DEMO_SCAN)}: {volume.shape} voxels; model {segmenter.config.name} "
           f"on {segmenter.device}")
-    with progress_bar("segmenting") as progress:
+    with progress_bar("segmenting") as progress, progress_bar("cleaning up", percent=True) as cleanup:
         record = segment_and_write(volume, segmenter, outputs, {"demo": True}, progress=progress,
-                                   **predict_options(args))
+                                   cleanup_progress=cleanup, **predict_options(args))
     truth = read_labelmap(resource_path(DEMO_LABELS), like=volume)
     for cls in segmenter.classes:
         if cls["value"] == 0:

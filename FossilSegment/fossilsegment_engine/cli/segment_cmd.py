@@ -194,9 +194,9 @@ def run(args: argparse.Namespace) -> int:
                   "min_island_voxels": args.min_island, "fill_holes": not args.no_fill_holes,
                   "slices": list(slice_range) if slice_range else None, **roi_record}
     where = {"roi": roi} if roi is not None else {"slice_range": slice_range}  # the ROI holds --slices too
-    with progress_bar("segmenting") as progress:
+    with progress_bar("segmenting") as progress, progress_bar("cleaning up", percent=True) as cleanup:
         record = segment_and_write(volume, segmenter, outputs, parameters, progress=progress,
-                                   **where, **predict_options(args))
+                                   cleanup_progress=cleanup, **where, **predict_options(args))
     counts = record.segment_voxels()
     voxel_mm3 = volume.spacing[0] * volume.spacing[1] * volume.spacing[2]
     names = {c["value"]: c["name"] for c in segmenter.classes}

@@ -31,6 +31,8 @@ SLAB_BYTES = 64 * 1024**2
 BYTES_PER_VOXEL = 8
 _COUNT_CHUNK = 1 << 20  # voxels per np.bincount call (it copies its input to int64)
 
+SlabCallback = Callable[[int, int], None]
+"""``on_slab(phase, done)``: phase 0 (labelling) or 1 (applying), slices of that pass done so far."""
 MaskOf = Callable[[int, int], np.ndarray]
 """``mask_of(k0, k1)`` → the boolean foreground of slices ``k0 .. k1-1``, shape (k1 - k0, H, W)."""
 
@@ -118,13 +120,16 @@ def select_components(
     apply: Callable[[int, int, np.ndarray], None],
     slab: int,
     structure: np.ndarray = FULL,
+    on_slab: SlabCallback | None = None,
 ) -> int:
     """Find the 3D components of the mask that ``mask_of`` yields slab by slab, let ``choose`` pick some,
     and call ``apply(k0, k1, chosen)`` with the boolean voxels of the chosen components in slices k0..k1-1.
 
     ``choose(stats)`` returns a boolean array over components. ``mask_of`` must return the same mask in
     both passes; ``apply`` may change the data behind ``mask_of`` only inside its own slices. Slabs holding
-    no chosen voxel are not visited again. Returns the number of chosen components.
+    no chosen voxel are not visited again. Returns the number of chosen components. ``on_slab(phase, done)``
+    after each slab (``phase`` 0: labelling, 1: applying; ``done``: slices of that pass finished) is where a
+    caller reports progress or raises to cancel.
     """
     if n_slices <= 0:
         return 0
@@ -153,6 +158,8 @@ def select_components(
             n_seams += int(seam.max()) + 1 if seam.size else 0
         tail = lab[-1].copy()
         n_nodes += n
+        if on_slab is not None:
+            on_slab(0, k1)
         if k1 < n_slices:
             del lab
             lab = None
@@ -190,4 +197,6 @@ def select_components(
                     raise RuntimeError("mask_of returned a different mask in the second pass")
             apply(k0, k1, lut[lab])
         lab = None
+        if on_slab is not None:
+            on_slab(1, n_slices - k0)
     return int(chosen.sum())

@@ -18,12 +18,13 @@ The result is identical to labelling the whole volume at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from ..errors import InputError
-from .components import DEFAULT_MAX_BYTES, ComponentStats, select_components, slab_length
+from ..progress import CancelToken, ProgressCallback, check_cancelled
+from .components import DEFAULT_MAX_BYTES, ComponentStats, SlabCallback, select_components, slab_length
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,12 @@ def _class_values(classes: Iterable[Any]) -> list[int]:
     return list(dict.fromkeys(v for v in values if v != 0))
 
 
-def _bbox(labels: np.ndarray, value: int, slab: int) -> tuple[slice, ...] | None:
-    """Tight bounding box of ``labels == value``, computed a slab at a time; None when absent."""
+def _bbox(labels: np.ndarray, value: int, slab: int, tick: Callable[[int], None]) -> tuple[slice, ...] | None:
+    """Tight bounding box of ``labels == value``, computed a slab at a time; None when absent.
+    ``tick(slices_done)`` after each slab."""
     hits = [np.zeros(n, dtype=bool) for n in labels.shape]
     for k0 in range(0, labels.shape[0], slab):
+        tick(k0)
         mask = labels[k0 : k0 + slab] == value
         in_k = mask.any(axis=(1, 2))
         if not in_k.any():
@@ -61,17 +64,17 @@ def _bbox(labels: np.ndarray, value: int, slab: int) -> tuple[slice, ...] | None
     return tuple(slice(int(np.flatnonzero(h)[0]), int(np.flatnonzero(h)[-1]) + 1) for h in hits)
 
 
-def _remove_islands(region: np.ndarray, value: int, min_voxels: int, slab: int) -> None:
+def _remove_islands(region: np.ndarray, value: int, min_voxels: int, slab: int, on_slab: SlabCallback) -> None:
     """Set to 0, in place, the 26-connected components of ``region == value`` under ``min_voxels``."""
 
     def clear(k0: int, k1: int, chosen: np.ndarray) -> None:
         np.copyto(region[k0:k1], 0, where=chosen)
 
     select_components(lambda k0, k1: region[k0:k1] == value, region.shape[0],
-                      lambda stats: stats.sizes < min_voxels, clear, slab)
+                      lambda stats: stats.sizes < min_voxels, clear, slab, on_slab=on_slab)
 
 
-def _fill_enclosed(region: np.ndarray, value: int, slab: int) -> None:
+def _fill_enclosed(region: np.ndarray, value: int, slab: int, on_slab: SlabCallback) -> None:
     """Set to ``value``, in place, the 0 voxels of complement components not touching the region border.
 
     ``region`` is the class's bounding box (or any box holding all its voxels): everything outside it is
@@ -86,7 +89,8 @@ def _fill_enclosed(region: np.ndarray, value: int, slab: int) -> None:
     def enclosed(stats: ComponentStats) -> np.ndarray:
         return ~stats.touches_border
 
-    select_components(lambda k0, k1: region[k0:k1] != value, region.shape[0], enclosed, fill, slab)
+    select_components(lambda k0, k1: region[k0:k1] != value, region.shape[0], enclosed, fill, slab,
+                      on_slab=on_slab)
 
 
 def postprocess(
@@ -96,29 +100,47 @@ def postprocess(
     *,
     inplace: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
 ) -> np.ndarray:
     """The cleaned integer labelmap ``labels`` (K, H, W); ``classes`` are config class dicts or values.
 
     Returns a copy, or ``labels`` itself cleaned in place with ``inplace=True`` (e.g. a memory-mapped
-    labelmap). ``max_bytes`` bounds the temporaries of one slab of slices.
+    labelmap). ``max_bytes`` bounds the temporaries of one slab of slices. ``progress(done, total)`` after
+    each slab (total: 3 passes over the K slices per step and class); ``cancel`` is checked there too and
+    raises :class:`~fossilsegment_engine.errors.Cancelled` (an in-place labelmap is then part-cleaned).
     """
     options = options or PostprocessOptions()
     if labels.ndim != 3:
         raise InputError(f"labelmap must be 3D, got shape {labels.shape}")
     out = labels if inplace else np.array(labels, copy=True)
     values = _class_values(classes)
+    steps = [(_remove_islands, v) for v in values if options.min_island_voxels > 1] + \
+        [(_fill_enclosed, v) for v in values if options.fill_holes]
+    n = out.shape[0]
+    total = 3 * n * len(steps)
+
+    def report(done: int) -> None:
+        check_cancelled(cancel)
+        if progress is not None:
+            progress(min(done, total), total)
 
     def slab(array: np.ndarray) -> int:
         return slab_length(array.shape[1] * array.shape[2], array.shape[0], max_bytes)
 
-    if options.min_island_voxels > 1:
-        for v in values:
-            box = _bbox(out, v, slab(out))
-            if box is not None:
-                _remove_islands(out[box], v, options.min_island_voxels, slab(out[box]))
-    if options.fill_holes:
-        for v in values:
-            box = _bbox(out, v, slab(out))
-            if box is not None:
-                _fill_enclosed(out[box], v, slab(out[box]))
+    for index, (step, v) in enumerate(steps):
+        base = 3 * n * index
+        box = _bbox(out, v, slab(out), lambda done, base=base: report(base + done))
+        if box is not None:
+            region = out[box]
+            extent = max(region.shape[0], 1)
+
+            def on_slab(phase: int, done: int, base: int = base, extent: int = extent) -> None:
+                report(base + n * (1 + phase) + done * n // extent)
+
+            if step is _remove_islands:
+                _remove_islands(region, v, options.min_island_voxels, slab(region), on_slab)
+            else:
+                _fill_enclosed(region, v, slab(region), on_slab)
+        report(base + 3 * n)
     return out

@@ -141,6 +141,7 @@ class Segmenter:
         return_probabilities: bool = False,
         roi: Box | None = None,
         pipelined: bool | None = None,
+        cleanup_progress: ProgressCallback | None = None,
     ) -> Volume | tuple[Volume, list[Volume]]:
         """The uint8 labelmap of ``volume`` (same geometry); voxels outside ``roi`` and ``slice_range`` are 0.
 
@@ -152,6 +153,7 @@ class Segmenter:
         ``postprocess`` None → raw argmax (else cleaned inside the box). With ``return_probabilities`` also
         returns one uint8 Volume per class (softmax × 255, before clean-up). ``pipelined`` None → on CUDA
         overlap copies and compute (:mod:`.pipelined`); True/False forces it (same labels either way).
+        ``cleanup_progress(done, total)``: progress of the clean-up, which also honours ``cancel``.
         """
         array = _check_volume(volume)
         box = region_box(array.shape, slice_range, roi)
@@ -201,7 +203,8 @@ class Segmenter:
         check_cancelled(cancel)
 
         if postprocess is not None:
-            clean_labels(labels[box.slices()], self.classes, postprocess, inplace=True)  # no labelmap-size copy
+            clean_labels(labels[box.slices()], self.classes, postprocess, inplace=True,  # no labelmap-size copy
+                         progress=cleanup_progress, cancel=cancel)
         meta = {"model": self._config.name}
         result = volume.with_array(labels, **meta)
         if probs is None:
