@@ -208,6 +208,19 @@ def test_slice_range_and_roi(scene, logic, model_dir):
         logic.sliceRangeFromROI(volumeNode, roi)
 
 
+def test_progress_covers_segmenting_and_cleanup_on_one_bar(scene, logic, model_dir):
+    volumeNode = add_volume(np.eye(4))
+    calls = []
+    logic.process(volumeNode, model=model_dir, progress=lambda d, t: calls.append((d, t)), batchSize=2,
+                  **{**FAST, "minIslandVoxels": 8, "fillHoles": True})
+    done = [d for d, _ in calls]
+    assert {t for _, t in calls} == {1000} and done == sorted(done) and done[-1] == 1000
+    assert any(d <= 909 for d in done) and any(909 < d < 1000 for d in done)  # the clean-up's tenth moves too
+    calls.clear()
+    logic.process(volumeNode, model=model_dir, progress=lambda d, t: calls.append((d, t)), batchSize=2, **FAST)
+    assert calls[-1] == (1000, 1000)  # no clean-up asked for: the bar still ends full
+
+
 def test_model_loaded_once(scene, model_dir):
     calls = []
 

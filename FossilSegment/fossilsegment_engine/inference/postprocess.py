@@ -107,7 +107,7 @@ def postprocess(
 
     Returns a copy, or ``labels`` itself cleaned in place with ``inplace=True`` (e.g. a memory-mapped
     labelmap). ``max_bytes`` bounds the temporaries of one slab of slices. ``progress(done, total)`` after
-    each slab (total: 3 passes over the K slices per step and class); ``cancel`` is checked there too and
+    each slab (total: 3 passes over the K slices per step and class; (0, 0) when there is nothing to do); ``cancel`` is checked there too and
     raises :class:`~fossilsegment_engine.errors.Cancelled` (an in-place labelmap is then part-cleaned).
     """
     options = options or PostprocessOptions()
@@ -143,4 +143,6 @@ def postprocess(
             else:
                 _fill_enclosed(region, v, slab(region), on_slab)
         report(base + 3 * n)
+    if not steps and progress is not None:
+        progress(0, 0)  # nothing to clean: done at once
     return out
