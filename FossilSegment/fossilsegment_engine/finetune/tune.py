@@ -6,7 +6,9 @@ random augmented crops (:mod:`..training.augment`, crops centred on foreground 2
 cross-entropy. With ≥ 3 annotated slices the middle one is held back: it is scored before training and
 every ``eval_every`` steps, the best weights are kept (the parent's when training never beats them) and
 training stops after ``patience`` evaluations without improvement (never before ``min_steps``). Training also
-stops at ``max_minutes`` (usually the limit) or ``max_steps``.
+stops at ``max_minutes`` (usually the limit) or ``max_steps``. With ``refit`` (default), once the held-back
+slice has chosen the number of steps, the parent is trained again on every annotated slice for that many
+steps when the budget allows (the held-back slice's Dice in the report is the one measured before the refit).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class FinetuneOptions:
     # benchmark worse (Dice 0.667 → 0.627, 2026-11-29, scripts/bench_finetune.py --size medium)
     min_steps: int = 1
     foreground_crop_prob: float = 0.67
+    # after early stopping has chosen the step count on the held-back slice, train again from the parent on
+    # every annotated slice (the held-back one included) for that many steps, when the budget allows
+    refit: bool = True
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -141,6 +146,60 @@ def _predict_stack(net: nn.Module, stack: np.ndarray, multiple: int, device: tor
     return logits.argmax(1).to(torch.uint8).numpy()
 
 
+class _Loop:
+    """AdamW steps on random augmented crops of annotated slices, with the time budget and progress."""
+
+    def __init__(self, module: nn.Module, opts: FinetuneOptions, device: torch.device, dtype: torch.dtype | None,
+                 t_start: float, budget: float, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        self.module, self.opts, self.device, self.dtype = module, opts, device, dtype
+        self.t_start, self.budget, self.progress, self.cancel = t_start, budget, progress, cancel
+        self.loss_fn, self.aug = DiceCELoss(), AugmentOptions()
+        self.step_seconds, self.total_steps = 0.0, 0
+        self.restart(opts.seed)
+
+    def restart(self, seed: int) -> None:
+        """A fresh optimiser and random streams (for training again from the parent's weights)."""
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=self.opts.lr, weight_decay=self.opts.weight_decay)
+        self.n = 0
+
+    def out_of_time(self) -> bool:
+        """Whether one more step would overrun the budget."""
+        return time.monotonic() - self.t_start + self.step_seconds > self.budget
+
+    def time_for(self, steps: int) -> bool:
+        """Whether ``steps`` more steps fit in what is left of the budget."""
+        return time.monotonic() - self.t_start + steps * self.step_seconds <= self.budget
+
+    def step(self, x: np.ndarray, y: np.ndarray, crop: int) -> dict[str, Any]:
+        check_cancelled(self.cancel)
+        t0 = time.monotonic()
+        module, opts = self.module, self.opts
+        module.train()
+        _freeze_batchnorm(module)
+        xb, yb = _sample(x, y, opts.batch_size, crop, opts.foreground_crop_prob, self.rng)
+        xb_t, yb_t = augment_batch(torch.from_numpy(xb), torch.from_numpy(yb), self.gen, self.aug)
+        xb_t = xb_t.to(self.device).contiguous(memory_format=torch.channels_last)
+        for group in self.optimizer.param_groups:  # short linear warm-up
+            group["lr"] = opts.lr * min(1.0, (self.n + 1) / 10)
+        with autocast(self.device, self.dtype):
+            logits = module(xb_t)
+        loss = self.loss_fn(logits, yb_t.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.n += 1
+        self.total_steps += 1
+        took = time.monotonic() - t0
+        self.step_seconds = took if self.total_steps == 1 else 0.7 * self.step_seconds + 0.3 * took
+        if self.progress is not None:
+            done = max(self.total_steps / opts.max_steps, (time.monotonic() - self.t_start) / self.budget)
+            self.progress(min(PROGRESS_TOTAL, int(done * PROGRESS_TOTAL)), PROGRESS_TOTAL)
+        return {"step": self.n, "loss": round(float(loss.detach()), 5)}
+
+
 def _dice(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     """Mean Dice over the foreground classes present in truth or prediction (1.0 when none is)."""
     scores = []
@@ -186,42 +245,22 @@ def finetune_in_memory(
         pred = _predict_stack(net, hold_image, multiple, device, dtype)[0]
         return _dice(hold_truth, pred, parent_cfg.n_classes)
 
+    parent_state = copy.deepcopy(module.state_dict())
     module = module.to(device=device, memory_format=torch.channels_last)
-    torch.manual_seed(opts.seed)
-    rng = np.random.default_rng(opts.seed)
-    gen = torch.Generator().manual_seed(opts.seed)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    loss_fn = DiceCELoss()
-    aug = AugmentOptions()
     budget = opts.max_minutes * 60.0
     best_state, best_score, best_step, before = None, -1.0, 0, None
     if holdout is not None:
         before = best_score = holdout_score(module)
         best_state = copy.deepcopy(module.state_dict())
     history: list[dict[str, Any]] = []
-    step, bad_evals, stop_reason, step_seconds = 0, 0, "max_steps", 0.0
+    loop = _Loop(module, opts, device, dtype, t_start, budget, progress, cancel)
+    step, bad_evals, stop_reason = 0, 0, "max_steps"
     while step < opts.max_steps:
-        check_cancelled(cancel)
-        elapsed = time.monotonic() - t_start
-        if elapsed + step_seconds > budget:
+        if loop.out_of_time():
             stop_reason = "time budget"
             break
-        t0 = time.monotonic()
-        module.train()
-        _freeze_batchnorm(module)
-        xb, yb = _sample(x, y, opts.batch_size, crop, opts.foreground_crop_prob, rng)
-        xb_t, yb_t = augment_batch(torch.from_numpy(xb), torch.from_numpy(yb), gen, aug)
-        xb_t = xb_t.to(device).contiguous(memory_format=torch.channels_last)
-        for group in optimizer.param_groups:  # short linear warm-up
-            group["lr"] = opts.lr * min(1.0, (step + 1) / 10)
-        with autocast(device, dtype):
-            logits = module(xb_t)
-        loss = loss_fn(logits, yb_t.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        record = loop.step(x, y, crop)
         step += 1
-        record: dict[str, Any] = {"step": step, "loss": round(float(loss.detach()), 5)}
         if holdout is not None and step % opts.eval_every == 0:
             score = holdout_score(module)
             record["holdout_dice"] = round(score, 5)
@@ -235,24 +274,30 @@ def finetune_in_memory(
                     stop_reason = "early stopping"
                     break
         history.append(record)
-        took = time.monotonic() - t0
-        step_seconds = took if step == 1 else 0.7 * step_seconds + 0.3 * took  # to stop before overrunning
-        if progress is not None:
-            done = max(step / opts.max_steps, (time.monotonic() - t_start) / budget)
-            progress(min(PROGRESS_TOTAL, int(done * PROGRESS_TOTAL)), PROGRESS_TOTAL)
     check_cancelled(cancel)
+    refit_steps = 0
     if holdout is not None:
         final = holdout_score(module)
         if final > best_score:
             best_score, best_step, best_state = final, step, copy.deepcopy(module.state_dict())
         module.load_state_dict(best_state)
+        if opts.refit and best_step > 0 and loop.time_for(best_step):
+            # the step count is chosen; now learn from every annotated slice, the held-back one included
+            module.load_state_dict(parent_state)
+            x_all = apply_intensity_range(context_slices(volume.array, ks, parent_cfg.context_slices), lo, hi)
+            x_all, y_all = _pad_to(x_all, crop), _pad_to(labels.array[ks].astype(np.int64), crop)
+            loop.restart(opts.seed + 1)
+            for _ in range(best_step):
+                history.append({**loop.step(x_all, y_all, crop), "refit": True})
+            refit_steps = best_step
+            check_cancelled(cancel)
     else:
         best_step = step
     module = module.to("cpu", memory_format=torch.contiguous_format).eval()
     seconds = time.monotonic() - t_start
     report = {
         "slices": ks, "trained_on": train_ks, "holdout_slice": holdout, "steps": step, "best_step": best_step,
-        "stopped_by": stop_reason, "seconds": round(seconds, 1), "device": str(device),
+        "stopped_by": stop_reason, "refit_steps": refit_steps, "seconds": round(seconds, 1), "device": str(device),
         "holdout_dice_before": None if before is None else round(before, 5),
         "holdout_dice_after": None if holdout is None else round(best_score, 5),
         "options": asdict(opts),
@@ -283,6 +328,9 @@ def model_card(result: FinetuneResult) -> str:
     ]
     if r["holdout_slice"] is not None:
         lines.append(f"- held-back slice Dice: {r['holdout_dice_before']} before → {r['holdout_dice_after']} after")
+        if r.get("refit_steps"):
+            lines.append(f"- then trained again from the parent on all {len(r['slices'])} slices for "
+                         f"{r['refit_steps']} steps (the held-back figure above predates this)")
     lines += ["", "Meant for this specimen (and scans very like it); check its results before trusting it elsewhere.", ""]
     return "\n".join(lines)
 
