@@ -77,15 +77,15 @@ def test_learning_improves_a_slice(tiny_model_dir):
                              FinetuneOptions(max_steps=40, batch_size=4, crop=64, eval_every=10, device="cpu",
                                              lr=3e-3, patience=10))
     assert res.report["holdout_dice_after"] > res.report["holdout_dice_before"] + 0.05
-    # refit (default): trained again from the parent on all 3 slices for the chosen number of steps
+    # refit: trained again from the parent on all 3 slices for the chosen number of steps
     best = res.report["best_step"]
-    assert best > 0 and res.report["refit_steps"] == best
-    assert sum(1 for h in res.config.provenance["history"] if h.get("refit")) == min(best, 50)
-    plain = finetune_in_memory(vol, lab, [3, 6, 9], tiny_model_dir,
+    assert best > 0 and res.report["refit_steps"] == 0
+    refit = finetune_in_memory(vol, lab, [3, 6, 9], tiny_model_dir,
                                FinetuneOptions(max_steps=40, batch_size=4, crop=64, eval_every=10, device="cpu",
-                                               lr=3e-3, patience=10, refit=False))
-    assert plain.report["refit_steps"] == 0 and plain.report["best_step"] == best
-    a, b = res.module.state_dict(), plain.module.state_dict()
+                                               lr=3e-3, patience=10, refit=True))
+    assert refit.report["refit_steps"] == best and refit.report["best_step"] == best
+    assert sum(1 for h in refit.config.provenance["history"] if h.get("refit")) == min(best, 50)
+    a, b = res.module.state_dict(), refit.module.state_dict()
     assert any(not np.array_equal(a[k].numpy(), b[k].numpy()) for k in a if a[k].dtype.is_floating_point)
 
 

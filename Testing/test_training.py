@@ -153,3 +153,15 @@ def test_ddp_two_cpu_ranks_end_identical(tmp_path: Path) -> None:
     log = [json.loads(line) for line in (tmp_path / "model" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 1  # only rank 0 wrote
     assert json.loads((tmp_path / "model" / "config.json").read_text())["provenance"]["training"]["world_size"] == 2
+
+
+def test_select_class_keeps_the_epoch_best_for_that_class(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", n=3, teeth=True)
+    r = train_model(_opts(data, tmp_path / "m", epochs=2, teeth=True, select_class="Bone"))
+    for h in r.history:
+        assert h["val_score"] == pytest.approx(h["val"]["Bone"]["mean_dice"] or 0.0)
+    best = max(r.history, key=lambda h: h["val_score"])
+    assert r.best_epoch == best["epoch"]
+    with pytest.raises(InputError, match="not a foreground class"):
+        train(_opts(data, tmp_path / "bad", teeth=True, select_class="Background"))
+    assert not (tmp_path / "bad").exists()

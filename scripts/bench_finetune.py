@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--methods", default="tta,views,softmax")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--refit", action="store_true",
+                    help="after early stopping, train again from the parent on all annotated slices (FinetuneOptions.refit)")
     args = ap.parse_args()
 
     import torch
@@ -98,12 +100,14 @@ def main() -> None:
             ks = annotated_slices(truth, n)
             t0 = time.monotonic()
             res = finetune_in_memory(volume, labels, ks, (module, config),
-                                     FinetuneOptions(max_minutes=args.max_minutes, device=args.device))
+                                     FinetuneOptions(max_minutes=args.max_minutes, device=args.device,
+                                                     refit=args.refit))
             tune_s = time.monotonic() - t0
             tuned = Segmenter.from_module(res.module, res.config, device=args.device).predict(volume).array
             rows[n].append((dice_unannotated(truth, plain, ks), dice_unannotated(truth, tuned, ks),
                             dice_unannotated(truth, interpolate(truth, ks), ks), tune_s))
-            print(f"  {n} slice(s) {ks}: {rows[n][-1]} steps {res.report['steps']} ({res.report['stopped_by']})",
+            print(f"  {n} slice(s) {ks}: {rows[n][-1]} steps {res.report['steps']} ({res.report['stopped_by']}), "
+                  f"best {res.report['best_step']}, refit {res.report.get('refit_steps')}",
                   flush=True)
         errors = plain != truth
         per_slice_errors = errors.reshape(errors.shape[0], -1).sum(axis=1)

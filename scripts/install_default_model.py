@@ -43,7 +43,7 @@ def model_card(config: Any, recipe: dict[str, Any], report: dict[str, Any] | Non
         f"# {config.name}", "",
         "Bone (and tooth) vs rock matrix in fossil CT, axial slice by slice (2.5D: "
         f"{config.context_slices} neighbouring slices in), after Yu et al. 2022. **Trained on synthetic phantoms "
-        "only, on a shared 2-core CPU for well under an hour: a working baseline, not a production model.**", "",
+        "only, on a shared 2-core CPU (see Training for how long): a working baseline, not a production model.**", "",
         "## Architecture", "",
         f"- {config.arch} with encoder `{config.encoder}` (random init, no ImageNet weights), encoder depth "
         f"{config.encoder_depth}, decoder channels {config.decoder_channels}; classes "
@@ -63,6 +63,10 @@ def model_card(config: Any, recipe: dict[str, Any], report: dict[str, Any] | Non
         "slices capped at 10 % of a specimen's training slices.", "",
         "## Training", "",
         *[f"    {c}" for c in commands], "",
+        *([f"- The last command started from the weights of **{config.provenance['initialised_from']['name']}** "
+           f"(SHA-256 `{config.provenance['initialised_from']['weights_sha256']}`), trained by the commands above it "
+           "(`--init-from`: a fresh schedule, same architecture).", ""]
+          if config.provenance.get("initialised_from") else []),
         f"- AdamW, peak lr {o.get('lr')}, warm-up + cosine, batch {o.get('batch_size')} crops of {o.get('crop')}², "
         f"{o.get('steps_per_epoch')} steps/epoch, Dice + cross-entropy, precision {t.get('precision')}, device "
         f"{t.get('device')}; best epoch {t.get('best_epoch')} by validation mean Dice; wall time "

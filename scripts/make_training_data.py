@@ -5,7 +5,8 @@
         [--heldout vertebra] [--heldout-seeds 6]
 
 Writes phantom specimen folders (volume.nrrd, labels.nrrd, phantom.json; labels 0/1 bone/2 tooth):
-- DATA/train/<family>_s<seed>/        every family except the held-out one, seeds 1000 + 10·f + i
+- DATA/train/<family>_s<seed>/        every family except the held-out one, seeds 1000 + 10·f + i (i < 10),
+                                      then 10000 + 1000·f + i
 - DATA/test_seen/<family>_s<seed>/    the same families, unseen seeds 5000 + 10·f + i
 - DATA/test_heldout/<family>_s<seed>/ the held-out family only, seeds 9000 + i
 Deterministic: the same arguments give the same files. ``train`` is split into train/validation by
@@ -24,6 +25,12 @@ from tqdm import tqdm
 from fossilsegment_engine import phantom
 
 
+def train_seed(f_idx: int, i: int) -> int:
+    """Seed of the ``i``-th training specimen of family number ``f_idx``: 1000 + 10·f + i for the first 10
+    (the original recipe), then 10000 + 1000·f + i, so that families never share a seed."""
+    return 1000 + 10 * f_idx + i if i < 10 else 10000 + 1000 * f_idx + i
+
+
 def plan(train_seeds: int, test_seeds: int, heldout: str, heldout_seeds: int) -> list[tuple[str, str, int]]:
     """(split, family, seed) for every specimen."""
     families = [f for f in phantom.FAMILIES if f != heldout]
@@ -31,7 +38,7 @@ def plan(train_seeds: int, test_seeds: int, heldout: str, heldout_seeds: int) ->
     for f_idx, family in enumerate(phantom.FAMILIES):
         if family == heldout:
             continue
-        jobs += [("train", family, 1000 + 10 * f_idx + i) for i in range(train_seeds)]
+        jobs += [("train", family, train_seed(f_idx, i)) for i in range(train_seeds)]
         jobs += [("test_seen", family, 5000 + 10 * f_idx + i) for i in range(test_seeds)]
     jobs += [("test_heldout", heldout, 9000 + i) for i in range(heldout_seeds)]
     assert families

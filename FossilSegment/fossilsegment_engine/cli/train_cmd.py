@@ -54,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--augment", default="full", choices=["full", "light", "none"],
                    help="full: geometry, intensity, blur, noise, rings, streaks; light: no blur/noise/rings/streaks")
+    p.add_argument("--select-class", default=None, metavar="NAME",
+                   help="keep the epoch with the best validation Dice of this class (e.g. Bone) instead of the "
+                        "mean over all foreground classes (a rare class makes that mean noisy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from MODELDIR/.train_state")
     p.add_argument("--force", action="store_true", help="replace an existing MODELDIR")
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         data_dirs=args.data, out_dir=args.out, name=args.name, arch=arch["arch"], encoder=arch["encoder"],
         encoder_depth=arch["encoder_depth"], decoder_skips=arch["skips"], aspp_concat=arch["aspp_concat"],
         decoder_channels=arch["decoder_channels"], context_slices=arch["context"], init_from=args.init_from,
+        select_class=args.select_class,
         teeth=arch["teeth"], epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, weight_decay=args.weight_decay, val_fraction=args.val_fraction,
         val_max_slices=args.val_max_slices, device=args.device, precision=args.precision, threads=args.threads,

@@ -6,7 +6,7 @@ random augmented crops (:mod:`..training.augment`, crops centred on foreground 2
 cross-entropy. With ≥ 3 annotated slices the middle one is held back: it is scored before training and
 every ``eval_every`` steps, the best weights are kept (the parent's when training never beats them) and
 training stops after ``patience`` evaluations without improvement (never before ``min_steps``). Training also
-stops at ``max_minutes`` (usually the limit) or ``max_steps``. With ``refit`` (default), once the held-back
+stops at ``max_minutes`` (usually the limit) or ``max_steps``. With ``refit`` (off by default), once the held-back
 slice has chosen the number of steps, the parent is trained again on every annotated slice for that many
 steps when the budget allows (the held-back slice's Dice in the report is the one measured before the refit).
 """
@@ -62,8 +62,9 @@ class FinetuneOptions:
     min_steps: int = 1
     foreground_crop_prob: float = 0.67
     # after early stopping has chosen the step count on the held-back slice, train again from the parent on
-    # every annotated slice (the held-back one included) for that many steps, when the budget allows
-    refit: bool = True
+    # every annotated slice (the held-back one included) for that many steps, when the budget allows. Off by
+    # default until scripts/bench_finetune.py (--no-refit compares) shows it helps: not yet measured cleanly
+    refit: bool = False
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

@@ -79,6 +79,7 @@ class TrainOptions:
     augment: str = "full"
     threads: Optional[int] = None
     init_from: Optional[str] = None
+    select_class: Optional[str] = None  # keep the epoch best on this class's validation Dice (default: all classes)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -182,6 +183,9 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
     dtype = resolve_precision(opts.precision, device)
     config = opts.model_config()
+    if opts.select_class is not None and opts.select_class not in config.class_names[1:]:
+        raise InputError(f"--select-class {opts.select_class!r} is not a foreground class of this model "
+                         f"({', '.join(config.class_names[1:])})")
     _prepare_out_dir(opts)
 
     # ---- data: everything is checked before anything is written
@@ -276,13 +280,16 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
             t1 = time.monotonic()
             val = validate(model, val_specs, config.classes, config.context_slices, multiple, device, dtype,
                            opts.val_max_slices)
-            record.update(val_score=val["score"], val=val["classes"], val_seconds=round(time.monotonic() - t1, 2))
-            improved = val["score"] > best_score
+            score = val["score"]
+            if opts.select_class is not None:
+                score = float(val["classes"].get(opts.select_class, {}).get("mean_dice") or 0.0)
+            record.update(val_score=score, val=val["classes"], val_seconds=round(time.monotonic() - t1, 2))
+            improved = score > best_score
             if improved:
-                best_score, best_epoch = val["score"], epoch + 1
+                best_score, best_epoch = score, epoch + 1
             record["best_epoch"] = best_epoch
             history.append(record)
-            log.info("epoch %d/%d loss %.4f val Dice %.4f%s", epoch + 1, opts.epochs, record["loss"], val["score"],
+            log.info("epoch %d/%d loss %.4f val Dice %.4f%s", epoch + 1, opts.epochs, record["loss"], score,
                      " (best)" if improved else "")
             if improved:
                 cfg = ModelConfig.from_dict({**config.to_dict(), "provenance": _provenance(
