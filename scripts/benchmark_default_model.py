@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark a model on the phantom test split (+ baselines) and the real paddlefish slice; write BENCHMARKS.md.
 
-    python scripts/benchmark_default_model.py [--model fossil-bone-v1] --data-root DATA [--device auto]
+    python scripts/benchmark_default_model.py [--model fossil-bone-v2] --data-root DATA [--device auto]
         [--md BENCHMARKS.md] [--assets docs/benchmarks]
 
 DATA is a folder from scripts/make_training_data.py (test_seen/, test_heldout/, recipe.json). Runs
@@ -85,7 +85,9 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         f"device `{report['device']}`.", "",
         f"Model `{config.name}`: {config.arch} / `{config.encoder}`, context {config.context_slices}, weights "
         f"SHA-256 {str(config.weights_sha256)[:12]}…; best epoch {t.get('best_epoch')}, validation mean Dice "
-        f"{_f(t.get('validation_mean_dice'))} (mean over foreground classes).", "",
+        f"{_f(t.get('validation_mean_dice'))} ("
+        + (f"{t['options']['select_class']} only" if t.get("options", {}).get("select_class") else
+           "mean over foreground classes") + ").", "",
         f"Data: `{recipe.get('command')}` — synthetic phantoms ({recipe.get('generator')}, {recipe.get('size')}); "
         f"test_seen = unseen seeds of the training families, test_heldout = the whole "
         f"**{recipe.get('heldout_family')}** family, never seen in training.", "",

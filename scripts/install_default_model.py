@@ -69,7 +69,8 @@ def model_card(config: Any, recipe: dict[str, Any], report: dict[str, Any] | Non
           if config.provenance.get("initialised_from") else []),
         f"- AdamW, peak lr {o.get('lr')}, warm-up + cosine, batch {o.get('batch_size')} crops of {o.get('crop')}², "
         f"{o.get('steps_per_epoch')} steps/epoch, Dice + cross-entropy, precision {t.get('precision')}, device "
-        f"{t.get('device')}; best epoch {t.get('best_epoch')} by validation mean Dice; wall time "
+        f"{t.get('device')}; best epoch {t.get('best_epoch')} by validation "
+        f"{(o.get('select_class') or 'foreground-class') + ' '}mean Dice; wall time "
         f"{t.get('wall_seconds')} s for the last command.",
         f"- Validation (best epoch, {len(t.get('validation_specimens', []))} specimens, "
         f"{o.get('val_max_slices')} slices each): "
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", action="append", default=[], help="training commands, in order")
     p.add_argument("--note", action="append", default=[], help="extra known-limit lines")
     p.add_argument("--dest", type=Path, default=None)
+    p.add_argument("--name", default=None, help="install under this model name (default: the model's own)")
     args = p.parse_args(argv)
     model, config = load_model(args.src)
     recipe = json.loads(args.recipe.read_text())
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if report is not None:
         prov["test"] = {"date": report["date"], "device": report["device"],
                         "bone": {Path(k).name: {m: v[m]["Bone"] for m in v} for k, v in report["by_data_dir"].items()}}
-    config = dataclasses.replace(config, provenance=prov, weights_sha256=None)
+    config = dataclasses.replace(config, provenance=prov, weights_sha256=None, name=args.name or config.name)
     dest = args.dest or REPO / "Resources" / "Models" / config.name
     save_model(model, config, dest, force=True,
                extra_files={"MODEL_CARD.md": model_card(config, recipe, report, commands, args.note)})
