@@ -178,7 +178,7 @@ class CorrectionsLogicMixin:
         from fossilsegment_engine.inference.segmenter import Segmenter
         from fossilsegment_engine.inference.uncertainty import DEFAULT_METHOD, uncertainty_volume
 
-        box = None if sliceRange is None and roi is None else region_box(volume.shape, sliceRange, roi)
+        box = region_box(volume.shape, sliceRange, roi)  # the whole volume when neither is given
         if useFinetuned and self.finetuned is not None:
             segmenter = Segmenter.from_module(*self.finetuned, device=device)
         else:

@@ -57,15 +57,6 @@ def mesh_options(args: argparse.Namespace):
                        smoothing=args.smoothing, decimation=args.decimation, max_triangles=args.max_mesh_triangles)
 
 
-def _slices_box(slice_range: tuple[int, int] | None, volume: "Volume") -> "Box | None":
-    """The box of whole slices ``slice_range`` (None → None)."""
-    from ..roi import Box
-
-    if slice_range is None:
-        return None
-    return Box(slice_range[0], slice_range[1], 0, volume.shape[1], 0, volume.shape[2])
-
-
 def parse_slices(text: str | None) -> tuple[int, int] | None:
     """``"A:B"`` → (A, B), the half-open range of axial slices to segment."""
     if not text:
@@ -211,5 +202,7 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     for path in record.written:
         print(f"wrote {path}")
-    write_uncertainty_from_args(args, segmenter, volume, roi if roi is not None else _slices_box(slice_range, volume))
+    from ..roi import region_box
+
+    write_uncertainty_from_args(args, segmenter, volume, roi or region_box(volume.shape, slice_range))
     return 0

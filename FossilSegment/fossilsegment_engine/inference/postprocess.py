@@ -18,6 +18,7 @@ The result is identical to labelling the whole volume at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -107,15 +108,17 @@ def postprocess(
 
     Returns a copy, or ``labels`` itself cleaned in place with ``inplace=True`` (e.g. a memory-mapped
     labelmap). ``max_bytes`` bounds the temporaries of one slab of slices. ``progress(done, total)`` after
-    each slab (total: 3 passes over the K slices per step and class; (0, 0) when there is nothing to do); ``cancel`` is checked there too and
-    raises :class:`~fossilsegment_engine.errors.Cancelled` (an in-place labelmap is then part-cleaned).
+    each slab (total: 3 passes over the K slices per step and class; (0, 0) when there is nothing to do);
+    ``cancel`` is checked there too and raises :class:`~fossilsegment_engine.errors.Cancelled` (an in-place
+    labelmap is then part-cleaned).
     """
     options = options or PostprocessOptions()
     if labels.ndim != 3:
         raise InputError(f"labelmap must be 3D, got shape {labels.shape}")
     out = labels if inplace else np.array(labels, copy=True)
     values = _class_values(classes)
-    steps = [(_remove_islands, v) for v in values if options.min_island_voxels > 1] + \
+    remove_islands = partial(_remove_islands, min_voxels=options.min_island_voxels)
+    steps = [(remove_islands, v) for v in values if options.min_island_voxels > 1] + \
         [(_fill_enclosed, v) for v in values if options.fill_holes]
     n = out.shape[0]
     total = 3 * n * len(steps)
@@ -138,10 +141,7 @@ def postprocess(
             def on_slab(phase: int, done: int, base: int = base, extent: int = extent) -> None:
                 report(base + n * (1 + phase) + done * n // extent)
 
-            if step is _remove_islands:
-                _remove_islands(region, v, options.min_island_voxels, slab(region), on_slab)
-            else:
-                _fill_enclosed(region, v, slab(region), on_slab)
+            step(region, v, slab=slab(region), on_slab=on_slab)
         report(base + 3 * n)
     if not steps and progress is not None:
         progress(0, 0)  # nothing to clean: done at once
