@@ -10,6 +10,7 @@ import pytest
 
 from fossilsegment_engine.errors import Cancelled, InputError, OutputError
 from fossilsegment_engine.finetune import FinetuneOptions, finetune, finetune_in_memory, parse_slice_list
+from fossilsegment_engine.finetune.tune import model_card
 from fossilsegment_engine.io import write_volume
 from fossilsegment_engine.models import load_model, model_hash
 from fossilsegment_engine.volume import Volume
@@ -41,7 +42,7 @@ def test_finetune_writes_model_with_provenance(tmp_path, tiny_model_dir):
     vol, lab = scan()
     calls = []
     out = finetune(vol, lab, [2, 6, 9], tmp_path / "adapted", model=tiny_model_dir,
-                   progress=lambda d, t: calls.append((d, t)), options=FinetuneOptions(**FAST))
+                   progress=lambda d, t: calls.append((d, t)), options=FinetuneOptions(**FAST, holdout=True))
     module, config = load_model(out)
     prov = config.provenance
     assert prov["finetuned_from"]["name"] == "tiny-test-unet"
@@ -70,19 +71,31 @@ def test_in_memory_does_not_touch_the_parent(tiny_model_dir):
     assert not res.module.training
 
 
+def test_default_trains_on_every_slice_for_max_steps(tiny_model_dir):
+    """Without holdout (the default) nothing is held back: all slices train, for exactly max_steps steps."""
+    vol, lab = scan()
+    res = finetune_in_memory(vol, lab, [2, 6, 9], tiny_model_dir, FinetuneOptions(**FAST))
+    r = res.report
+    assert r["holdout_slice"] is None and r["trained_on"] == [2, 6, 9]
+    assert r["steps"] == r["best_step"] == 4 and r["stopped_by"] == "max_steps"
+    assert r["holdout_dice_before"] is None and "held back" not in model_card(res)
+    with pytest.raises(InputError, match="refit needs holdout"):
+        FinetuneOptions(refit=True)
+
+
 def test_learning_improves_a_slice(tiny_model_dir):
     """Enough steps on one easy volume must beat the random parent on the held-back slice (can fail)."""
     vol, lab = scan()
     res = finetune_in_memory(vol, lab, [3, 6, 9], tiny_model_dir,
                              FinetuneOptions(max_steps=40, batch_size=4, crop=64, eval_every=10, device="cpu",
-                                             lr=3e-3, patience=10))
+                                             lr=3e-3, patience=10, holdout=True))
     assert res.report["holdout_dice_after"] > res.report["holdout_dice_before"] + 0.05
     # refit: trained again from the parent on all 3 slices for the chosen number of steps
     best = res.report["best_step"]
     assert best > 0 and res.report["refit_steps"] == 0
     refit = finetune_in_memory(vol, lab, [3, 6, 9], tiny_model_dir,
                                FinetuneOptions(max_steps=40, batch_size=4, crop=64, eval_every=10, device="cpu",
-                                               lr=3e-3, patience=10, refit=True))
+                                               lr=3e-3, patience=10, holdout=True, refit=True))
     assert refit.report["refit_steps"] == best and refit.report["best_step"] == best
     assert sum(1 for h in refit.config.provenance["history"] if h.get("refit")) == min(best, 50)
     a, b = res.module.state_dict(), refit.module.state_dict()
@@ -135,13 +148,17 @@ def test_cli_finetune(tmp_path, tiny_model_dir, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["provenance"]["finetune"]["slices"] == [4, 6] and "wrote" in capsys.readouterr().out
     assert main(base + ["--slices", "4,6", "-o", str(out)]) == 2  # exists, no --force
+    assert main(base + ["--slices", "3,6,9", "--early-stopping", "--max-steps", "3", "-o", str(out), "--force"]) == 0
+    tuned = json.loads((out / "config.json").read_text())["provenance"]["finetune"]
+    assert tuned["holdout_slice"] == 6 and tuned["options"]["max_steps"] == 3 and tuned["steps"] <= 3
+    assert "held back: 6" in capsys.readouterr().out
 
 
 def test_early_stopping_waits_for_min_steps_then_patience(tiny_model_dir):
     """lr 0 → the held-back Dice never improves: stop exactly at min_steps (patience already exhausted)."""
     vol, truth = scan()
     opts = FinetuneOptions(max_steps=40, batch_size=2, crop=32, eval_every=2, patience=2, min_steps=12, lr=0.0,
-                           device="cpu")
+                           device="cpu", holdout=True)
     result = finetune_in_memory(vol, truth, [3, 6, 9], model=str(tiny_model_dir), options=opts)
     assert result.report["stopped_by"] == "early stopping"
     assert result.report["steps"] == 12

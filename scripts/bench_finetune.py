@@ -41,6 +41,12 @@ def annotated_slices(truth: np.ndarray, n: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(lo, hi, n)})
 
 
+def every_other_slice(truth: np.ndarray) -> list[int]:
+    """Every other slice from the first to the last slice holding foreground (the ceiling run)."""
+    ks = np.flatnonzero(truth.reshape(truth.shape[0], -1).any(axis=1))
+    return list(range(int(ks[0]), int(ks[-1]) + 1, 2))
+
+
 def interpolate(truth: np.ndarray, ks: list[int]) -> np.ndarray:
     """ITK MorphologicalContourInterpolator along k from the annotated slices only."""
     import itk
@@ -67,6 +73,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--refit", action="store_true",
                     help="after early stopping, train again from the parent on all annotated slices (FinetuneOptions.refit)")
+    ap.add_argument("--early-stopping", action="store_true",
+                    help="hold back the middle annotated slice for early stopping (FinetuneOptions.holdout)")
+    ap.add_argument("--max-steps", type=int, default=None, help="default: FinetuneOptions' default")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="evaluations without improvement before stopping (default: FinetuneOptions' default)")
+    ap.add_argument("--every-other", action="store_true",
+                    help="ceiling run: annotate every other slice with bone (ignores --counts)")
     args = ap.parse_args()
 
     import torch
@@ -79,7 +92,10 @@ def main() -> None:
     from fossilsegment_engine.models import load_model
     from fossilsegment_engine.phantom import generate
 
-    counts = [int(c) for c in args.counts.split(",")]
+    counts = [0] if args.every_other else [int(c) for c in args.counts.split(",")]
+    extra = {} if args.patience is None else {"patience": args.patience}
+    if args.max_steps is not None:
+        extra["max_steps"] = args.max_steps
     module, config = load_model(args.model)
     base = Segmenter.from_module(module, config, device=args.device)
     print(f"model {config.name}; family {args.family}; size {args.size}; {args.seeds} phantom(s); "
@@ -97,16 +113,18 @@ def main() -> None:
         predict_s = time.monotonic() - t0
         print(f"phantom {9000 + s}: shape {volume.shape}, prediction {predict_s:.1f} s")
         for n in counts:
-            ks = annotated_slices(truth, n)
+            ks = every_other_slice(truth) if args.every_other else annotated_slices(truth, n)
             t0 = time.monotonic()
             res = finetune_in_memory(volume, labels, ks, (module, config),
                                      FinetuneOptions(max_minutes=args.max_minutes, device=args.device,
-                                                     refit=args.refit))
+                                                     refit=args.refit, holdout=args.early_stopping or args.refit,
+                                                     **extra))
             tune_s = time.monotonic() - t0
             tuned = Segmenter.from_module(res.module, res.config, device=args.device).predict(volume).array
             rows[n].append((dice_unannotated(truth, plain, ks), dice_unannotated(truth, tuned, ks),
                             dice_unannotated(truth, interpolate(truth, ks), ks), tune_s))
-            print(f"  {n} slice(s) {ks}: {rows[n][-1]} steps {res.report['steps']} ({res.report['stopped_by']}), "
+            fit = dice_unannotated(truth, tuned, sorted(set(range(len(truth))) - set(ks)))  # on the slices it learnt
+            print(f"  {len(ks)} slice(s) {ks}: {rows[n][-1]} (Dice on the annotated slices {fit:.3f}) steps {res.report['steps']} ({res.report['stopped_by']}), "
                   f"best {res.report['best_step']}, refit {res.report.get('refit_steps')}",
                   flush=True)
         errors = plain != truth
@@ -124,7 +142,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for n in counts:
         a, b, c, t = np.mean(np.array(rows[n]), axis=0)
-        print(f"| {n} | {a:.3f} | {b:.3f} | {c:.3f} | {b - c:+.3f} | {t:.0f} |")
+        print(f"| {'every other' if args.every_other else n} | {a:.3f} | {b:.3f} | {c:.3f} | {b - c:+.3f} | {t:.0f} |")
     print("\nDice = volumetric Dice of foreground over the unannotated slices, mean over phantoms.")
     print("\n| uncertainty | AUROC (error voxels) | Spearman (slice mean vs slice errors) | seconds |")
     print("|---|---|---|---|")

@@ -53,7 +53,11 @@ def main() -> int:
     p.add_argument("--steps-per-epoch", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: torch's choice)")
+    p.add_argument("--val-max-slices", type=int, default=64, help="validation slices per specimen")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--md", type=Path, default=Path("docs/benchmarks/table2.md"))
     args = p.parse_args()
@@ -67,19 +71,24 @@ def main() -> int:
             run(exe + ["train", "--data", str(args.data_root / "train"), *arch, "--context", "3", "--teeth",
                        "--epochs", str(max(1, args.steps // args.steps_per_epoch)),
                        "--steps-per-epoch", str(args.steps_per_epoch), "--batch-size", str(args.batch_size),
-                       "--crop", str(args.crop), "--device", args.device, "--seed", "0",
-                       "--out", str(model_dir), "--name", name])
+                       "--crop", str(args.crop), "--lr", str(args.lr), "--device", args.device,
+                       "--precision", args.precision, "--val-max-slices", str(args.val_max_slices),
+                       *(["--threads", str(args.threads)] if args.threads else []), "--select-class", "Bone",
+                       "--seed", "0", "--out", str(model_dir), "--name", name])
         run(exe + ["evaluate", "--model", str(model_dir), "--data", str(seen), str(heldout), "--device", args.device,
                    "--out", str(report_dir), "--force"])
         report = json.loads((report_dir / "report.json").read_text())
+        training = json.loads((model_dir / "config.json").read_text())["provenance"]["training"]
+        params_m = (model_dir / "model.safetensors").stat().st_size / 4 / 1e6  # fp32 weights
         rows.append(f"| {title} | " + " | ".join(
             f"{cell(report, str(g), 'mean_dice')} / {cell(report, str(g), 'mean_iou')} / {cell(report, str(g), 'volume_dice')}"
-            for g in (seen, heldout)) + " |")
+            for g in (seen, heldout)) + f" | {params_m:.1f} | {training['wall_seconds'] / 60:.0f} |")
     text = "\n".join([
         f"# Table 2 protocol on phantoms ({datetime.now(timezone.utc):%Y-%m-%d})", "",
         f"Command: `python scripts/reproduce_table2.py {' '.join(sys.argv[1:])}`", "",
         "Bone: mean Dice / mean IoU (over axial slices with bone in truth or prediction) / volumetric Dice.", "",
-        "| Variant | unseen seeds, seen families | held-out family |", "|---|---|---|", *rows, ""])
+        "| Variant | unseen seeds, seen families | held-out family | parameters (M) | training (min) |",
+        "|---|---|---|---|---|", *rows, ""])
     args.md.parent.mkdir(parents=True, exist_ok=True)
     args.md.write_text(text)
     print(text)

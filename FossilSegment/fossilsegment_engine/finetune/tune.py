@@ -3,12 +3,13 @@
 The parent model (default, bundled name, folder or in-memory module) is copied; its BatchNorm statistics
 are frozen (a handful of slices gives poor batch statistics) and every weight is trained with AdamW on
 random augmented crops (:mod:`..training.augment`, crops centred on foreground 2 times in 3) under Dice +
-cross-entropy. With ≥ 3 annotated slices the middle one is held back: it is scored before training and
-every ``eval_every`` steps, the best weights are kept (the parent's when training never beats them) and
-training stops after ``patience`` evaluations without improvement (never before ``min_steps``). Training also
-stops at ``max_minutes`` (usually the limit) or ``max_steps``. With ``refit`` (off by default), once the held-back
-slice has chosen the number of steps, the parent is trained again on every annotated slice for that many
-steps when the budget allows (the held-back slice's Dice in the report is the one measured before the refit).
+cross-entropy, on every annotated slice, for ``max_steps`` steps or until ``max_minutes`` (whichever comes
+first). With ``holdout`` (off by default: measured worse, see :class:`FinetuneOptions`) and ≥ 3 annotated
+slices the middle one is held back instead: it is scored before training and every ``eval_every`` steps, the
+best weights are kept (the parent's when training never beats them) and training stops after ``patience``
+evaluations without improvement (never before ``min_steps``). With ``refit`` as well, once the held-back slice
+has chosen the number of steps, the parent is trained again on every annotated slice for that many steps when
+the budget allows (the held-back slice's Dice in the report is the one measured before the refit).
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ class FinetuneOptions:
     """Knobs of a fine-tuning run (defaults: ≤ 3 minutes on 2 CPU cores for 5 slices of ~350×350)."""
 
     max_minutes: float = 3.0
-    max_steps: int = 1000  # the time budget is the usual limit
+    # 400 steps ≈ 140 s on 2 CPU cores (crop 192, batch 4). Measured without a held-back slice on phantoms 9000/9001
+    # (2026-11-29): 3 slices 150 steps 0.639/0.602, 400 steps 0.682/0.590; 5 slices 150 → 0.683/0.612, 400 →
+    # 0.691/0.647 (unannotated-slice Dice)
+    max_steps: int = 400
     batch_size: int = 4
     crop: int = 192
     lr: float = 3e-4
@@ -65,6 +69,11 @@ class FinetuneOptions:
     # every annotated slice (the held-back one included) for that many steps, when the budget allows. Off by
     # default: no gain on the 5-slice benchmark (Dice 0.638 either way, 2026-11-29, bench_finetune.py --refit)
     refit: bool = False
+    # hold back the middle annotated slice (≥ 3 given) for early stopping. Off by default: one slice's Dice is a
+    # poor guide — with it, 3 slices kept the parent unchanged (0.463/0.540; the held-back slice never improved)
+    # and 5 slices stopped after 80–120 steps (0.671/0.605), where training on every slice for 400 steps gave
+    # 0.682/0.590 and 0.691/0.647 (2026-11-29, phantoms 9000/9001, docs/benchmarks/finetune.md)
+    holdout: bool = False
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -75,6 +84,8 @@ class FinetuneOptions:
         for name in ("max_steps", "batch_size", "eval_every", "patience", "min_steps"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.refit and not self.holdout:
+            raise InputError("refit needs holdout: the held-back slice chooses the number of steps to refit for")
         if self.crop < 32 or self.crop % 32:
             raise InputError(f"crop must be a positive multiple of 32, got {self.crop}")
 
@@ -226,7 +237,7 @@ def finetune_in_memory(
     t_start = time.monotonic()
     module, parent_cfg, parent = _load_parent(model)
     ks = check_annotations(volume, labels, slices, parent_cfg.n_classes, parent_cfg.class_names)
-    train_ks, holdout = split_holdout(ks, labels.array)
+    train_ks, holdout = split_holdout(ks, labels.array) if opts.holdout else (list(ks), None)
     device = choose_device(opts.device)
     dtype = resolve_precision(opts.precision, device)
     multiple = required_multiple(parent_cfg)
@@ -324,7 +335,8 @@ def model_card(result: FinetuneResult) -> str:
         f"# {result.config.name}", "",
         f"Fine-tuned by FossilSegment from **{parent['name']}** (weights SHA-256 `{parent['weights_sha256']}`) "
         f"on axial slices {r['slices']} of `{result.config.provenance['finetune']['input'] or 'one volume'}`.", "",
-        f"- trained on slices {r['trained_on']}; held back for early stopping: {r['holdout_slice']}",
+        f"- trained on slices {r['trained_on']}" + ("" if r["holdout_slice"] is None else
+                                                    f"; held back for early stopping: {r['holdout_slice']}"),
         f"- {r['steps']} steps (best {r['best_step']}), {r['seconds']} s on {r['device']}, stopped by {r['stopped_by']}",
     ]
     if r["holdout_slice"] is not None:
