@@ -86,6 +86,9 @@ def main() -> int:
     text = "\n".join([
         f"# Table 2 protocol on phantoms ({datetime.now(timezone.utc):%Y-%m-%d})", "",
         f"Command: `python scripts/reproduce_table2.py {' '.join(sys.argv[1:])}`", "",
+        f"Scale: every variant trained from scratch for {args.steps} steps × {args.batch_size} crops of {args.crop}² "
+        f"(device {args.device}, precision {args.precision}), same data and seed; the paper trained each to "
+        "convergence on a GPU, so compare the rows with each other, not with the paper's figures.", "",
         "Bone: mean Dice / mean IoU (over axial slices with bone in truth or prediction) / volumetric Dice.", "",
         "| Variant | unseen seeds, seen families | held-out family | parameters (M) | training (min) |",
         "|---|---|---|---|---|", *rows, ""])
