@@ -61,6 +61,8 @@ def main() -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--md", type=Path, default=Path("docs/benchmarks/table2.md"))
     args = p.parse_args()
+    from fossilsegment_engine.models import load_model
+
     exe = [sys.executable, "-m", "fossilsegment_engine"]
     seen, heldout = args.data_root / "test_seen", args.data_root / "test_heldout"
     rows = []
@@ -79,7 +81,7 @@ def main() -> int:
                    "--out", str(report_dir), "--force"])
         report = json.loads((report_dir / "report.json").read_text())
         training = json.loads((model_dir / "config.json").read_text())["provenance"]["training"]
-        params_m = (model_dir / "model.safetensors").stat().st_size / 4 / 1e6  # fp32 weights
+        params_m = sum(p.numel() for p in load_model(model_dir, device="cpu")[0].parameters()) / 1e6
         rows.append(f"| {title} | " + " | ".join(
             f"{cell(report, str(g), 'mean_dice')} / {cell(report, str(g), 'mean_iou')} / {cell(report, str(g), 'volume_dice')}"
             for g in (seen, heldout)) + f" | {params_m:.1f} | {training['wall_seconds'] / 60:.0f} |")
