@@ -95,7 +95,7 @@ def main() -> int:
         "| Variant | unseen seeds, seen families | held-out family | parameters (M) | training (min) |",
         "|---|---|---|---|---|", *rows, ""])
     args.md.parent.mkdir(parents=True, exist_ok=True)
-    args.md.write_text(text)
+    args.md.write_text(text, encoding="utf-8")
     print(text)
     return 0
 
