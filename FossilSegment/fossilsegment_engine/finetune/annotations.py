@@ -75,3 +75,37 @@ def split_holdout(slices: Sequence[int], labels: np.ndarray) -> tuple[list[int],
         if np.any(labels[ks[n]] > 0) and np.any(labels[rest] > 0):
             return rest, ks[n]
     return ks, None
+
+
+# ---- TEMPORARY stand-in (lead's tree) until the learncli branch lands with the real any-axis annotations ----
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Annotation:
+    axis: int
+    index: int
+    labels: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return "kji"[self.axis] + str(self.index)
+
+
+def annotations_from_labelmap(labels: Volume, refs) -> list[Annotation]:
+    arr = labels.array
+    return [Annotation(a, i, np.array(np.take(arr, i, axis=a))) for a, i in refs]
+
+
+def check_annotation_set(volume: Volume, annotations, n_classes: int, class_names=None) -> list[Annotation]:
+    anns = sorted(annotations, key=lambda a: (a.axis, a.index))
+    if not anns or not any(np.any(a.labels > 0) for a in anns):
+        raise InputError("no foreground in any annotated slice")
+    return anns
+
+
+def paste_annotations(labels: np.ndarray, annotations) -> None:
+    for a in annotations:
+        idx = [slice(None)] * 3
+        idx[a.axis] = a.index
+        labels[tuple(idx)] = a.labels

@@ -1,0 +1,191 @@
+"""Learn from corrected slices and segment the whole volume: shape from the annotations, appearance from the image.
+
+The method (chosen by measurement, docs/benchmarks/fewshot.md):
+
+1. the network is fine-tuned on the axial annotated slices (:func:`.tune.finetune_in_memory`, part of the budget);
+2. a per-specimen gradient-boosted classifier (scikit-learn ``HistGradientBoostingClassifier``) learns each voxel's
+   class from the fine-tuned network's probabilities, multiscale image features (:mod:`.features`) and the shape
+   prior of every annotated axis (:mod:`.priors`). It is trained on the annotated slices' voxels, each slice's prior
+   computed *without* that slice (from its neighbours), so the classifier learns how far this specimen's shape
+   can be trusted between annotated slices and how far its appearance can;
+3. the volume is classified slab by slab (memory bounded by the slab), cleaned as ``segment`` does, and the
+   annotated slices are copied in unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from ..errors import InputError
+from ..inference.device import choose_device, resolve_precision
+from ..inference.normalize import volume_intensity_range
+from ..inference.postprocess import PostprocessOptions, postprocess
+from ..progress import CancelToken, ProgressCallback, check_cancelled, phases
+from ..volume import Volume
+from .annotations import Annotation, check_annotation_set, paste_annotations
+from .features import NetworkProbabilities, image_features
+from .priors import AxisPrior, prior_features
+from .tune import FinetuneOptions, ModelSpec, _load_parent, finetune_in_memory
+
+log = logging.getLogger(__name__)
+
+#: training voxels drawn from the annotated slices (uniformly, split evenly between the slices)
+TRAINING_VOXELS = 60_000
+SLAB = 8
+
+
+@dataclass
+class LearnOptions:
+    """Knobs of :func:`learn_and_segment` (defaults: about 3 minutes for 5 slices of 350×350 on 2 CPU cores)."""
+
+    max_minutes: float = 3.0
+    finetune_share: float = 0.5  # of the budget; the rest is for classifying the volume
+    finetune_steps: int = 400
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)
+
+    def __post_init__(self) -> None:
+        if not self.max_minutes > 0:
+            raise InputError(f"the time budget must be positive, got {self.max_minutes} minutes")
+        if not 0 < self.finetune_share < 1:
+            raise InputError(f"finetune_share must be between 0 and 1, got {self.finetune_share}")
+
+
+@dataclass
+class LearnResult:
+    """The labelmap (input geometry, annotated slices unchanged), the fine-tuned network and a report."""
+
+    labels: Volume
+    finetuned: Any  # (module, ModelConfig) or None when no axial slice was annotated
+    report: dict[str, Any]
+
+
+def _classifier(seed: int) -> HistGradientBoostingClassifier:
+    # shallow, strongly regularised trees: a few annotated slices are few independent samples
+    return HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15, min_samples_leaf=200,
+                                          l2_regularization=1.0, early_stopping=False, random_state=seed)
+
+
+def _features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities, priors: Sequence[AxisPrior],
+              lo: float, hi: float) -> np.ndarray:
+    """(k1-k0, J, I, F) features of axial slices k0..k1-1."""
+    from ..inference.normalize import apply_intensity_range
+
+    image = apply_intensity_range(np.asarray(array[k0:k1]), lo, hi)
+    return np.concatenate([net(array, k0, k1), image_features(image), prior_features(priors, k0, k1)], axis=-1)
+
+
+def prior_axes(anns: Sequence[Annotation]) -> list[int]:
+    """Axes with at least two annotated slices: only there can a slice's prior be learnt from its neighbours."""
+    return [axis for axis in range(3) if sum(a.axis == axis for a in anns) >= 2]
+
+
+def _plane(block: np.ndarray, ann: Annotation, k0: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The part of an annotated plane inside the slab ``block`` (n, J, I, F) starting at k0: (features, labels)."""
+    n = block.shape[0]
+    if ann.axis == 0:
+        return (block[ann.index - k0], ann.labels) if k0 <= ann.index < k0 + n else None
+    if ann.axis == 1:
+        return block[:, ann.index], ann.labels[k0:k0 + n]
+    return block[:, :, ann.index], ann.labels[k0:k0 + n]
+
+
+def _training_set(array: np.ndarray, anns: list[Annotation], net: NetworkProbabilities, shape: tuple[int, ...],
+                  spacing: tuple[float, ...], lo: float, hi: float, rng: np.random.Generator,
+                  progress: ProgressCallback | None, cancel: CancelToken | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of voxels drawn from the annotated slices, each slice's prior computed without it."""
+    xs, ys = [], []
+    per = max(1, TRAINING_VOXELS // len(anns))
+    for n, ann in enumerate(anns):
+        check_cancelled(cancel)
+        others = [a for a in anns if a is not ann]
+        priors = [AxisPrior(axis, others, shape, spacing) for axis in prior_axes(anns)]
+        spans = [(ann.index, ann.index + 1)] if ann.axis == 0 else \
+            [(k, min(k + SLAB, shape[0])) for k in range(0, shape[0], SLAB)]
+        feats, labs = [], []
+        for k0, k1 in spans:
+            part = _plane(_features(array, k0, k1, net, priors, lo, hi), ann, k0)
+            if part is not None:
+                feats.append(part[0].reshape(-1, part[0].shape[-1]))
+                labs.append(np.asarray(part[1]).reshape(-1))
+        f, y = np.concatenate(feats), np.concatenate(labs)
+        take = rng.choice(len(y), size=min(per, len(y)), replace=False)
+        xs.append(f[take])
+        ys.append(y[take])
+        if progress is not None:
+            progress(n + 1, len(anns))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: ModelSpec = None,
+                      options: LearnOptions | None = None, progress: ProgressCallback | None = None,
+                      cancel: CancelToken | None = None) -> LearnResult:
+    """Segment ``volume`` from corrected slices ``annotations`` (any axis) and ``model``; see the module docstring.
+
+    Bad input (see :func:`.annotations.check_annotation_set`) → :class:`InputError` before any work;
+    ``cancel`` → :class:`~fossilsegment_engine.errors.Cancelled`.
+    """
+    opts = options or LearnOptions()
+    t_start = time.monotonic()
+    module, config, parent = _load_parent(model)
+    anns = check_annotation_set(volume, annotations, config.n_classes, config.class_names)
+    tune_p, train_p, seg_p, clean_p = phases(progress, [4, 1, 4, 1])
+    array = volume.array
+    out = np.zeros(volume.shape, dtype=np.uint8)
+    paste_annotations(out, anns)
+    axial = [a.index for a in anns if a.axis == 0]
+    finetuned, tune_report = None, None
+    if axial and np.any(out[axial] > 0):
+        res = finetune_in_memory(volume, volume.with_array(out), axial, (module, config),
+                                 FinetuneOptions(max_minutes=opts.max_minutes * opts.finetune_share,
+                                                 max_steps=opts.finetune_steps, device=opts.device,
+                                                 precision=opts.precision, seed=opts.seed),
+                                 tune_p, cancel)
+        module, config, tune_report = res.module, res.config, res.report
+        finetuned = (res.module, res.config)
+    device = choose_device(opts.device)
+    net = NetworkProbabilities(module.to(device), config, device, resolve_precision(opts.precision, device),
+                               volume_intensity_range(array, config.normalization))
+    lo, hi = net.lo, net.hi
+    spacing_kji = tuple(reversed(volume.spacing))
+    rng = np.random.default_rng(opts.seed)
+    t0 = time.monotonic()
+    x, y = _training_set(array, anns, net, volume.shape, spacing_kji, lo, hi, rng, train_p, cancel)
+    if len(np.unique(y)) < 2:
+        raise InputError("every annotated voxel has the same label: annotate some matrix (0) beside the bone")
+    clf = _classifier(opts.seed).fit(x, y)
+    classes = clf.classes_.astype(np.uint8)
+    train_s = time.monotonic() - t0
+    priors = [AxisPrior(axis, anns, volume.shape, spacing_kji) for axis in prior_axes(anns)]
+    t0 = time.monotonic()
+    for k0 in range(0, volume.shape[0], SLAB):
+        check_cancelled(cancel)
+        k1 = min(k0 + SLAB, volume.shape[0])
+        f = _features(array, k0, k1, net, priors, lo, hi)
+        p = clf.predict_proba(f.reshape(-1, f.shape[-1]))
+        out[k0:k1] = classes[p.argmax(1)].reshape(f.shape[:3])
+        if seg_p is not None:
+            seg_p(k1, volume.shape[0])
+    predict_s = time.monotonic() - t0
+    if opts.postprocess is not None:
+        out = postprocess(out, [c["value"] for c in config.classes if c["value"] > 0], opts.postprocess,
+                          inplace=True, progress=clean_p, cancel=cancel)
+    paste_annotations(out, anns)  # a corrected slice is never changed
+    module.to("cpu")
+    report = {
+        "method": "fine-tuned network + gradient-boosted voxel classifier on image features and shape priors",
+        "annotations": [a.name for a in anns], "parent": parent, "finetune": tune_report,
+        "training_voxels": int(len(y)), "classify_seconds": round(predict_s, 1), "train_seconds": round(train_s, 1),
+        "seconds": round(time.monotonic() - t_start, 1),
+        "options": {k: v for k, v in asdict(opts).items() if k != "postprocess"},
+    }
+    log.info("learned from %d slice(s) in %.0f s", len(anns), report["seconds"])
+    return LearnResult(volume.with_array(out), finetuned, report)
