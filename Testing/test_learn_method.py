@@ -96,6 +96,14 @@ def test_learn_and_segment_learns_the_blob_and_keeps_corrected_slices(tiny_model
     assert res.finetuned is not None and res.report["annotations"] == ["k2", "k12", "k21"]
 
 
+def test_learn_from_one_slice(tiny_model_dir) -> None:
+    vol, lab = _bright_blob_volume(2)
+    truth = lab.array
+    res = learn_and_segment(vol, annotations_from_labelmap(lab, [(0, 11)]), model=tiny_model_dir, options=_options())
+    rest = [k for k in range(truth.shape[0]) if k != 11]
+    assert _dice(res.labels.array[rest] > 0, truth[rest] > 0) > 0.85
+
+
 def test_learn_from_coronal_slices_only(tiny_model_dir) -> None:
     vol, lab = _bright_blob_volume(1)
     truth = lab.array

@@ -80,7 +80,10 @@ def _features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities, pr
     from ..inference.normalize import apply_intensity_range
 
     image = apply_intensity_range(np.asarray(array[k0:k1]), lo, hi)
-    return np.concatenate([net(array, k0, k1), image_features(image), prior_features(priors, k0, k1)], axis=-1)
+    parts = [net(array, k0, k1), image_features(image)]
+    if priors:  # none with fewer than two annotated slices on every axis
+        parts.append(prior_features(priors, k0, k1))
+    return np.concatenate(parts, axis=-1)
 
 
 def prior_axes(anns: Sequence[Annotation]) -> list[int]:
