@@ -70,7 +70,7 @@ class LearnResult:
 
 def _classifier(seed: int) -> HistGradientBoostingClassifier:
     # shallow, strongly regularised trees: a few annotated slices are few independent samples
-    return HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15, min_samples_leaf=200,
+    return HistGradientBoostingClassifier(max_iter=30, learning_rate=0.25, max_leaf_nodes=15, min_samples_leaf=200,
                                           l2_regularization=1.0, early_stopping=False, random_state=seed)
 
 
