@@ -24,7 +24,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from ..errors import InputError
 from ..inference.device import choose_device, resolve_precision
-from ..inference.normalize import volume_intensity_range
+from ..inference.normalize import apply_intensity_range, volume_intensity_range
 from ..inference.postprocess import PostprocessOptions, postprocess
 from ..progress import CancelToken, ProgressCallback, check_cancelled, phases
 from ..volume import Volume
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 #: training voxels drawn from the annotated slices (uniformly, split evenly between the slices)
 TRAINING_VOXELS = 60_000
-SLAB = 8
+SLAB_VOXELS = 2_000_000  # voxels classified at a time (bounds the features' memory)
 
 
 @dataclass
@@ -74,16 +74,25 @@ def _classifier(seed: int) -> HistGradientBoostingClassifier:
                                           l2_regularization=1.0, early_stopping=False, random_state=seed)
 
 
-def _features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities, priors: Sequence[AxisPrior],
-              lo: float, hi: float) -> np.ndarray:
-    """(k1-k0, J, I, F) features of axial slices k0..k1-1."""
-    from ..inference.normalize import apply_intensity_range
+def _slab_size(shape: Sequence[int]) -> int:
+    """Axial slices per slab: about SLAB_VOXELS voxels, so memory stays bounded whatever the slice size."""
+    return max(1, min(32, SLAB_VOXELS // (int(shape[1]) * int(shape[2]))))
 
-    image = apply_intensity_range(np.asarray(array[k0:k1]), lo, hi)
-    parts = [net(array, k0, k1), image_features(image)]
-    if priors:  # none with fewer than two annotated slices on every axis
-        parts.append(prior_features(priors, k0, k1))
-    return np.concatenate(parts, axis=-1)
+
+def _slabs(n: int, size: int) -> list[tuple[int, int]]:
+    return [(k, min(k + size, n)) for k in range(0, n, size)]
+
+
+def _base_features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities) -> np.ndarray:
+    """(k1-k0, J, I, F) network probabilities and image features of axial slices k0..k1-1."""
+    image = apply_intensity_range(np.asarray(array[k0:k1]), net.lo, net.hi)
+    return np.concatenate([net(array, k0, k1), image_features(image)], axis=-1)
+
+
+def _with_priors(base: np.ndarray, priors: Sequence[AxisPrior], k0: int, k1: int) -> np.ndarray:
+    if not priors:  # none with fewer than two annotated slices on every axis
+        return base
+    return np.concatenate([base, prior_features(priors, k0, k1)], axis=-1)
 
 
 def prior_axes(anns: Sequence[Annotation]) -> list[int]:
@@ -101,30 +110,40 @@ def _plane(block: np.ndarray, ann: Annotation, k0: int) -> tuple[np.ndarray, np.
     return block[:, :, ann.index], ann.labels[k0:k0 + n]
 
 
-def _training_set(array: np.ndarray, anns: list[Annotation], net: NetworkProbabilities, shape: tuple[int, ...],
-                  spacing: tuple[float, ...], lo: float, hi: float, rng: np.random.Generator,
-                  progress: ProgressCallback | None, cancel: CancelToken | None) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of voxels drawn from the annotated slices, each slice's prior computed without it."""
-    xs, ys = [], []
-    per = max(1, TRAINING_VOXELS // len(anns))
-    for n, ann in enumerate(anns):
+def _training_set(array: np.ndarray, anns: list[Annotation], net: NetworkProbabilities, spacing: Sequence[float],
+                  rng: np.random.Generator, progress: ProgressCallback | None,
+                  cancel: CancelToken | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of voxels drawn from the annotated slices, each slice's prior computed without it.
+
+    Only the annotated axial slices are read, unless a slice along J or I is annotated: then every slab is.
+    """
+    shape = array.shape
+    axes = prior_axes(anns)
+    loo = {id(a): [AxisPrior(axis, [b for b in anns if b is not a], shape, spacing) for axis in axes] for a in anns}
+    if all(a.axis == 0 for a in anns):
+        spans = [(a.index, a.index + 1) for a in anns]
+    else:
+        spans = _slabs(shape[0], _slab_size(shape))
+    feats: dict[int, list[np.ndarray]] = {id(a): [] for a in anns}
+    labs: dict[int, list[np.ndarray]] = {id(a): [] for a in anns}
+    for n, (k0, k1) in enumerate(spans):
         check_cancelled(cancel)
-        others = [a for a in anns if a is not ann]
-        priors = [AxisPrior(axis, others, shape, spacing) for axis in prior_axes(anns)]
-        spans = [(ann.index, ann.index + 1)] if ann.axis == 0 else \
-            [(k, min(k + SLAB, shape[0])) for k in range(0, shape[0], SLAB)]
-        feats, labs = [], []
-        for k0, k1 in spans:
-            part = _plane(_features(array, k0, k1, net, priors, lo, hi), ann, k0)
-            if part is not None:
-                feats.append(part[0].reshape(-1, part[0].shape[-1]))
-                labs.append(np.asarray(part[1]).reshape(-1))
-        f, y = np.concatenate(feats), np.concatenate(labs)
+        base = _base_features(array, k0, k1, net)
+        for a in anns:
+            if a.axis == 0 and not k0 <= a.index < k1:
+                continue
+            f, y = _plane(_with_priors(base, loo[id(a)], k0, k1), a, k0)
+            feats[id(a)].append(f.reshape(-1, f.shape[-1]))
+            labs[id(a)].append(np.asarray(y).reshape(-1))
+        if progress is not None:
+            progress(n + 1, len(spans))
+    per = max(1, TRAINING_VOXELS // len(anns))
+    xs, ys = [], []
+    for a in anns:
+        f, y = np.concatenate(feats[id(a)]), np.concatenate(labs[id(a)])
         take = rng.choice(len(y), size=min(per, len(y)), replace=False)
         xs.append(f[take])
         ys.append(y[take])
-        if progress is not None:
-            progress(n + 1, len(anns))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -157,11 +176,10 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     device = choose_device(opts.device)
     net = NetworkProbabilities(module.to(device), config, device, resolve_precision(opts.precision, device),
                                volume_intensity_range(array, config.normalization))
-    lo, hi = net.lo, net.hi
     spacing_kji = tuple(reversed(volume.spacing))
     rng = np.random.default_rng(opts.seed)
     t0 = time.monotonic()
-    x, y = _training_set(array, anns, net, volume.shape, spacing_kji, lo, hi, rng, train_p, cancel)
+    x, y = _training_set(array, anns, net, spacing_kji, rng, train_p, cancel)
     if len(np.unique(y)) < 2:
         raise InputError("every annotated voxel has the same label: annotate some matrix (0) beside the bone")
     clf = _classifier(opts.seed).fit(x, y)
@@ -169,10 +187,9 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     train_s = time.monotonic() - t0
     priors = [AxisPrior(axis, anns, volume.shape, spacing_kji) for axis in prior_axes(anns)]
     t0 = time.monotonic()
-    for k0 in range(0, volume.shape[0], SLAB):
+    for k0, k1 in _slabs(volume.shape[0], _slab_size(volume.shape)):
         check_cancelled(cancel)
-        k1 = min(k0 + SLAB, volume.shape[0])
-        f = _features(array, k0, k1, net, priors, lo, hi)
+        f = _with_priors(_base_features(array, k0, k1, net), priors, k0, k1)
         p = clf.predict_proba(f.reshape(-1, f.shape[-1]))
         out[k0:k1] = classes[p.argmax(1)].reshape(f.shape[:3])
         if seg_p is not None:
