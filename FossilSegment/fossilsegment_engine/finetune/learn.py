@@ -31,7 +31,7 @@ from ..volume import Volume
 from .annotations import Annotation, check_annotation_set, paste_annotations
 from .features import NetworkProbabilities, image_features
 from .priors import AxisPrior, prior_features
-from .tune import FinetuneOptions, ModelSpec, _load_parent, finetune_in_memory
+from .tune import FinetuneOptions, FinetuneResult, ModelSpec, _load_parent, finetune_in_memory
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class LearnResult:
     """The labelmap (input geometry, annotated slices unchanged), the fine-tuned network and a report."""
 
     labels: Volume
-    finetuned: Any  # (module, ModelConfig) or None when no axial slice was annotated
+    finetuned: FinetuneResult | None  # None when no axial slice holds foreground (the network learns from those)
     report: dict[str, Any]
 
 
@@ -171,8 +171,7 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
                                                  max_steps=opts.finetune_steps, device=opts.device,
                                                  precision=opts.precision, seed=opts.seed),
                                  tune_p, cancel)
-        module, config, tune_report = res.module, res.config, res.report
-        finetuned = (res.module, res.config)
+        module, config, tune_report, finetuned = res.module, res.config, res.report, res
     device = choose_device(opts.device)
     net = NetworkProbabilities(module.to(device), config, device, resolve_precision(opts.precision, device),
                                volume_intensity_range(array, config.normalization))
@@ -183,15 +182,13 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     if len(np.unique(y)) < 2:
         raise InputError("every annotated voxel has the same label: annotate some matrix (0) beside the bone")
     clf = _classifier(opts.seed).fit(x, y)
-    classes = clf.classes_.astype(np.uint8)
     train_s = time.monotonic() - t0
     priors = [AxisPrior(axis, anns, volume.shape, spacing_kji) for axis in prior_axes(anns)]
     t0 = time.monotonic()
     for k0, k1 in _slabs(volume.shape[0], _slab_size(volume.shape)):
         check_cancelled(cancel)
         f = _with_priors(_base_features(array, k0, k1, net), priors, k0, k1)
-        p = clf.predict_proba(f.reshape(-1, f.shape[-1]))
-        out[k0:k1] = classes[p.argmax(1)].reshape(f.shape[:3])
+        out[k0:k1] = clf.predict(f.reshape(-1, f.shape[-1])).astype(np.uint8).reshape(f.shape[:3])
         if seg_p is not None:
             seg_p(k1, volume.shape[0])
     predict_s = time.monotonic() - t0
