@@ -75,7 +75,8 @@ def test_check_annotation_set_sorts_and_merges():
 @pytest.mark.parametrize("make, match", [
     (lambda lab: [], "no annotated slice"),
     (lambda lab: [Annotation(1, 8, lab.array[:, 0])], r"j8 is outside the volume: its j slices are 0\.\.7"),
-    (lambda lab: [Annotation(1, 2, lab.array[2])], r"slice j2 has shape \(8, 10\); the volume's j slices have shape \(6, 10\)"),
+    (lambda lab: [Annotation(1, 2, lab.array[2])],
+     r"slice j2 has shape \(8, 10\); the volume's j slices have shape \(6, 10\)"),
     (lambda lab: [Annotation(0, 2, lab.array[2].astype(float))], "labels must be integers"),
     (lambda lab: [Annotation(0, 2, lab.array[2]), Annotation(0, 2, lab.array[3])], "k2 is annotated twice"),
     (lambda lab: [Annotation(0, 2, lab.array[2] * 2)], r"label value\(s\) 4 that the model has no class for"),

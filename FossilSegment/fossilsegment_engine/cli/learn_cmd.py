@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     parameters = {"device": args.device, "max_minutes": args.max_minutes, "seed": args.seed,
                   "annotated_slices": names, "learn": result.report}
+    # provenance() reads only the segmenter's config (and optional run details) here: the model learn started from
     meta = provenance(SimpleNamespace(config=config), volume, parameters, corrected_slices=axial)
     written = write_outputs(volume, result.labels, config.classes, outputs, meta)
     if tuned is not None:

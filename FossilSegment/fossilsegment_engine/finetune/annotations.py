@@ -93,7 +93,8 @@ _REF = re.compile(r"([kji]?)(\d+)(?:-(\d+))?")
 
 @dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no single truth value
 class Annotation:
-    """One corrected 2D slice: ``labels`` is ``labelmap[index]`` (axis 0, k), ``[:, index]`` (1, j) or ``[:, :, index]`` (2, i)."""
+    """One corrected 2D slice: ``labels`` is ``labelmap[index]`` (axis 0, k), ``labelmap[:, index]`` (1, j) or
+    ``labelmap[:, :, index]`` (2, i) of a KJI labelmap."""
 
     axis: int
     index: int
