@@ -13,7 +13,7 @@ from .. import __version__
 from ..errors import Cancelled, FossilSegmentError
 
 #: sub-command modules, in help order
-COMMANDS = ("segment", "batch", "phantom", "demo", "train", "evaluate", "calibrate", "finetune", "bench")
+COMMANDS = ("segment", "batch", "phantom", "demo", "train", "evaluate", "calibrate", "finetune", "learn", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
