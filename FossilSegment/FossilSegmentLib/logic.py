@@ -1,8 +1,8 @@
 """FossilSegmentLogic: MRML in, engine in the middle, MRML out. No Qt here (usable from tests and scripts).
 
-Three steps so a GUI can run the slow part off the main thread:
-``prepareInput`` (main thread, copies voxels) → ``runEngine`` (any thread, no MRML) →
-``applyResult`` (main thread, creates nodes). ``process`` chains them.
+The panel and ``process`` run the engine in a separate process (see :mod:`.job_logic`):
+``prepareInput`` (main thread, copies voxels) → engine CLI in its own process → ``applyResult``
+(main thread, creates nodes). ``runEngine`` runs the engine in this process (scripts wanting the array).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from fossilsegment_engine.volume import Volume
 
 from .classes import SegmentClass, segmentClasses
 from .corrections import CorrectionsLogicMixin
+from .job_logic import JobLogicMixin
 from .geometry import lpsGeometryFromIJKToRAS
 
 MODULE_NAME = "FossilSegment"
@@ -50,7 +51,7 @@ def _ijkToRAS(volumeNode) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(m)
 
 
-class FossilSegmentLogic(CorrectionsLogicMixin):
+class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
     """Segment fossil bone in a scalar volume node into a segmentation node (and learn from corrections)."""
 
     def __init__(self, segmenterFactory: Optional[SegmenterFactory] = None) -> None:
@@ -241,10 +242,7 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
         dims = inputVolume.GetImageData().GetDimensions()
         if tuple(labelmap.array.shape) != (dims[2], dims[1], dims[0]):
             raise InputError(f"labelmap shape {labelmap.array.shape} differs from the volume's {dims[::-1]}")
-        conflicts = self.conflictingSegmentNames(outputSegmentation, [c.name for c in classes])
-        if conflicts and not overwrite:
-            raise OutputError(f"segmentation '{outputSegmentation.GetName()}' already has segment(s) "
-                              f"{', '.join(conflicts)}; choose another output or allow replacing them")
+        self._checkConflicts(outputSegmentation, classes, overwrite)
         if outputSegmentation is not None and outputSegmentation.GetSegmentation().GetSourceRepresentationName() \
                 != slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName():
             raise OutputError(f"segmentation '{outputSegmentation.GetName()}' is not stored as a binary labelmap")
@@ -312,21 +310,13 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
     def process(self, inputVolume, outputSegmentation=None, model: Optional[str] = None, device: str = "auto",
                 batchSize: Optional[int] = None, minIslandVoxels: int = 64, fillHoles: bool = True,
                 sliceRange: Optional[tuple[int, int]] = None, progress: Optional[ProgressCallback] = None,
-                cancel: Optional[CancelToken] = None, segmenterFactory: Optional[SegmenterFactory] = None,
-                overwrite: bool = False, roiNode=None):
-        """Segment ``inputVolume`` (only the voxels ``roiNode``, a markups ROI, touches, when given); return the
-        segmentation node. On cancel or error the scene is unchanged."""
-        segmenterArgs = dict(model=model, device=device, batchSize=batchSize, segmenterFactory=segmenterFactory)
-        classes = self.modelClasses(**segmenterArgs)
-        conflicts = self.conflictingSegmentNames(outputSegmentation, [c.name for c in classes])
-        if conflicts and not overwrite:  # fail before the slow part
-            raise OutputError(f"segmentation '{outputSegmentation.GetName()}' already has segment(s) "
-                              f"{', '.join(conflicts)}; choose another output or allow replacing them")
-        roi = self.boxFromROI(inputVolume, roiNode) if roiNode is not None else None
-        volume = self.prepareInput(inputVolume)
-        labelmap = self.runEngine(volume, minIslandVoxels=minIslandVoxels, fillHoles=fillHoles,
-                                  sliceRange=sliceRange, progress=progress, cancel=cancel, roi=roi, **segmenterArgs)
-        return self.applyResult(labelmap, inputVolume, outputSegmentation, classes, overwrite)
+                cancel: Optional[CancelToken] = None, overwrite: bool = False, roiNode=None):
+        """Segment ``inputVolume`` (only the voxels ``roiNode``, a markups ROI, touches, when given) in a
+        separate engine process, blocking, through the panel's code path; return the segmentation node.
+        On cancel or error the scene is unchanged."""
+        self.startSegmentation(inputVolume, outputSegmentation, model, device, batchSize, minIslandVoxels,
+                               fillHoles, sliceRange, overwrite, roiNode)
+        return self.waitJob(progress, cancel)
 
     # ------------------------------------------------------------------ results
     @staticmethod
