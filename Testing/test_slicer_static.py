@@ -80,8 +80,8 @@ def test_parameter_names_in_ui_are_parameter_fields():
     assert {"model", "device"} <= fields  # combos filled at run time, synced by the widget
 
 
-@pytest.mark.parametrize("name", ["logic.py", "geometry.py", "classes.py", "dependencies.py", "job.py", "__init__.py",
-                                  "corrections.py"])
+@pytest.mark.parametrize("name", ["logic.py", "geometry.py", "classes.py", "dependencies.py", "__init__.py",
+                                  "corrections.py", "job_logic.py", "engine_jobs.py", "process_job.py"])
 def test_logic_side_imports_no_qt(name):
     assert not imported_modules(LIB / name) & QT_MODULES
 
@@ -94,11 +94,15 @@ def test_engine_never_imports_slicer_or_qt():
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
-def test_worker_touches_no_qt_or_mrml():
-    """The worker thread lives in job.py, which imports neither Qt nor Slicer nor VTK."""
-    assert not imported_modules(LIB / "job.py") & (QT_MODULES | {"slicer", "vtk"})
+def test_jobs_run_in_a_process_owned_by_the_logic():
+    """The runner imports neither Qt nor Slicer nor VTK; no Python thread runs a job; the widget only polls the
+    logic's job (no engine call of its own)."""
+    assert not imported_modules(LIB / "process_job.py") & (QT_MODULES | {"slicer", "vtk", "threading"})
+    assert not imported_modules(LIB / "engine_jobs.py") & (QT_MODULES | {"slicer", "vtk"})
     widget = (LIB / "widget.py").read_text(encoding="utf-8")
-    assert "threading" not in widget and "InferenceJob(" in widget
+    assert "threading" not in widget and "logic.pollJob()" in widget
+    for call in ("runEngine(", "runLearning(", "runUncertainty(", "applyResult(", "getSegmenter("):
+        assert call not in widget, call
 
 
 def test_module_file_is_thin_and_complete():

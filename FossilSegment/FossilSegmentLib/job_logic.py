@@ -160,7 +160,11 @@ class JobLogicMixin:
                 job.phase = message[1]
                 out.append(("progress", message[1], job.bar.update(*message[1:]), job.bar.scale))
             elif message[0] == "done":
-                out.append(self._finish(job))
+                final = self._finish(job)
+                if final[0] == "done" and job.bar.value < job.bar.scale:  # a skipped last phase: the bar ends full
+                    job.bar.value = job.bar.scale
+                    out.append(("progress", job.phase, job.bar.scale, job.bar.scale))
+                out.append(final)
             else:
                 self.job = None
                 out.append(message)
