@@ -260,6 +260,7 @@ class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
                 _removeWithDisplayNodes(segNode)
             raise
         self.rememberModelResult(segNode, inputVolume, classes)  # to propose the slices the user edits later
+        self.lastClasses = classes
         return segNode
 
     def _importLabelmap(self, array: np.ndarray, inputVolume, segNode, classes: list[SegmentClass]) -> None:
