@@ -305,6 +305,23 @@ def test_export_stl(scene, logic, model_dir, tmp_path):
     assert all(Path(p).read_bytes() == b for p, b in before.items())  # untouched
 
 
+def test_export_stl_same_names_and_slashes(scene, logic, model_dir, tmp_path):
+    segNode = logic.process(add_volume(OBLIQUE), model=model_dir, **FAST)
+    segmentation = segNode.GetSegmentation()
+    twin = slicer.vtkSegment()
+    twin.DeepCopy(segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Bone")))
+    segmentation.AddSegment(twin)  # a second segment named "Bone"
+    toothId = segmentation.GetSegmentIdBySegmentName("Tooth")
+    segmentation.GetSegment(toothId).SetName("Tooth/left")
+    segNode.SetName("scan 1/2")
+    paths = logic.exportStl(segNode, str(tmp_path))
+    assert sorted(os.path.basename(p) for p in paths) == ["scan 1_2_Bone.stl", "scan 1_2_Bone_1.stl",
+                                                          "scan 1_2_Tooth_left.stl"]
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in paths)
+    assert segNode.GetName() == "scan 1/2" and segmentation.GetSegment(toothId).GetName() == "Tooth/left"
+    assert Path(paths[0]).read_bytes() != b"" and all(_read_stl(p).GetNumberOfPoints() > 0 for p in paths)
+
+
 def test_export_stl_refuses_empty(scene, logic):
     segNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     with pytest.raises(InputError):

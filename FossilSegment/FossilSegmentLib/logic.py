@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -349,15 +350,12 @@ class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
             raise OutputError(f"cannot write to {folder}: {exc}") from exc
         written = []
         try:
-            ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
-                staging, segmentationNode, ids, "STL", True, 1.0, False)
-            names = sorted(os.listdir(staging))
-            if not ok or len(names) != ids.GetNumberOfValues():
-                raise OutputError(f"Slicer could not write the STL files to {folder}")
-            for name in names:
-                target = _freePath(os.path.join(folder, name))
-                os.replace(os.path.join(staging, name), target)  # same folder: atomic; target checked free
-                written.append(target)
+            for n in range(ids.GetNumberOfValues()):
+                written.append(_exportOneStl(segmentationNode, ids.GetValue(n), staging, folder, n))
+        except BaseException:
+            for path in written:  # all or nothing
+                os.remove(path)
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         logging.info("FossilSegment: wrote %s", ", ".join(written))
@@ -375,6 +373,37 @@ def _removeWithDisplayNodes(node) -> None:
     for display in displays + [node]:
         if display is not None:
             scene.RemoveNode(display)
+
+
+def safeFileName(name: str) -> str:
+    """``name`` usable as a file name on every system: path separators and reserved characters → ``_``."""
+    cleaned = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .")
+    return cleaned or "segment"
+
+
+def _exportOneStl(segmentationNode, segmentId: str, staging: str, folder: str, n: int) -> str:
+    """Export one segment through Slicer into its own staging subfolder (so equal names never collide), then
+    move it to ``folder/<node>_<segment>.stl`` (sanitised, numbered when taken). Returns the path."""
+    sub = os.path.join(staging, str(n))
+    os.mkdir(sub)
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    nodeName, segmentName = segmentationNode.GetName(), segment.GetName()
+    one = vtk.vtkStringArray()
+    one.InsertNextValue(segmentId)
+    try:  # Slicer writes <node>_<segment>.stl unsanitised: a "/" in a name would be a folder
+        segmentationNode.SetName(safeFileName(nodeName))
+        segment.SetName(safeFileName(segmentName))
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
+            sub, segmentationNode, one, "STL", True, 1.0, False)
+    finally:
+        segment.SetName(segmentName)
+        segmentationNode.SetName(nodeName)
+    names = os.listdir(sub)
+    if not ok or len(names) != 1:
+        raise OutputError(f"Slicer could not write the STL file of segment '{segmentName}' to {folder}")
+    target = _freePath(os.path.join(folder, f"{safeFileName(nodeName)}_{safeFileName(segmentName)}.stl"))
+    os.replace(os.path.join(sub, names[0]), target)  # same file system: atomic; target checked free
+    return target
 
 
 def _freePath(path: str) -> str:
