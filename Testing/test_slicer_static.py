@@ -118,6 +118,16 @@ def test_module_file_is_thin_and_complete():
     assert "10.3389/feart.2021.805271" in text and "805271" in text
     assert "registerCustomSampleDataSource" in text and "fossil_demo_phantom.nrrd" in text
     assert 'connect("startupCompleted()", registerSampleData)' in text
+    assert "hashlib" not in text and "read()" not in text  # nothing read or hashed at start-up
+
+
+def test_minimum_slicer_is_declared_and_python_39_refused():
+    from FossilSegmentLib import dependencies
+
+    cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert 'VERSION_LESS "5.10"' in cmake and "5.10" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "Slicer 5.10" in dependencies.unsupportedReason((3, 9))
+    assert dependencies.unsupportedReason((3, 10)) is None and dependencies.unsupportedReason((3, 12)) is None
 
 
 def test_all_module_python_compiles_without_bare_except():

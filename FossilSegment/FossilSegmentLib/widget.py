@@ -200,14 +200,26 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._selectComboData(self.ui.modelComboBox, folder)
         self._parameterNode.model = folder
 
-    def onInstallDependencies(self) -> None:
+    def onInstallDependencies(self) -> bool:
+        """Ask once (no wait cursor under the question), then install; True when everything is there."""
         from . import dependencies
 
-        with slicer.util.tryWithErrorDisplay("Failed to install the Python packages.", waitCursor=True):
-            dependencies.installMissing()
-            self._fillModelAndDeviceCombos()
-            self.ui.statusLabel.text = "Dependencies installed."
-            self._updateGui()
+        reason = dependencies.unsupportedReason()
+        if reason:
+            slicer.util.errorDisplay(reason)
+            return False
+        if not slicer.util.confirmOkCancelDisplay("FossilSegment needs PyTorch and a few Python packages. "
+                                                  "Install them now? This can take several minutes."):
+            return False
+        try:
+            with slicer.util.tryWithErrorDisplay("Failed to install the Python packages.", waitCursor=True):
+                dependencies.installMissing()
+        except Exception:  # already shown to the user by tryWithErrorDisplay
+            return False
+        self._fillModelAndDeviceCombos()
+        self.ui.statusLabel.text = "Dependencies installed."
+        self._updateGui()
+        return True
 
     # ------------------------------------------------------------------ run
     def _cancelRunningJob(self) -> bool:
@@ -221,13 +233,9 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """True when the engine's packages are there (installed now after one confirmation)."""
         from . import dependencies
 
-        if not dependencies.missingPackages():
+        if not dependencies.missingPackages() and not dependencies.unsupportedReason():
             return True
-        if not slicer.util.confirmOkCancelDisplay("FossilSegment needs PyTorch and a few Python packages. "
-                                                  "Install them now? This can take several minutes."):
-            return False
-        self.onInstallDependencies()
-        return not dependencies.missingPackages()
+        return self.onInstallDependencies()
 
     def _start(self, status: str, start) -> None:
         """Run ``start()`` (a logic.start* call) with errors shown; then poll the job from the timer."""
