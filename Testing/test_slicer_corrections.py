@@ -129,6 +129,13 @@ def test_slices_under_a_parent_transform(scene):
         assert logic.sliceIndexAtRAS(volumeNode, world[:3]) == k
     normal = toParent[:3, :3] @ OBLIQUE[:3, 2]
     assert np.allclose(logic.sliceNormalRAS(volumeNode), normal / np.linalg.norm(normal))
+    view = np.eye(4)
+    view[:3, 2] = -normal / np.linalg.norm(normal)  # a view looking along K (either way)
+    view[:3, 3] = logic.sliceCenterRAS(volumeNode, 5)
+    assert logic.sliceIndexInView(volumeNode, view) == 5
+    view[:3, 2] = toParent[:3, :3] @ OBLIQUE[:3, 0] / np.linalg.norm(OBLIQUE[:3, 0])  # a view across the slices
+    with pytest.raises(InputError, match="not parallel"):
+        logic.sliceIndexInView(volumeNode, view)
 
 
 def test_uncertainty_node_and_suggestions(scene, tiny_model_dir):

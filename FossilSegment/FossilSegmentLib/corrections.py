@@ -108,6 +108,15 @@ class CorrectionsLogicMixin:
         point = np.linalg.solve(self._worldToIJK(volumeNode), ijk)
         return tuple(float(v) for v in point[:3])
 
+    def sliceIndexInView(self, volumeNode, sliceToRAS: np.ndarray) -> int:
+        """The slice k a slice view shows (its 4x4 SliceToRAS), refused unless the view is parallel to the
+        volume's slices (the model works on K slices only)."""
+        normal = np.asarray(sliceToRAS)[:3, 2]
+        if abs(float(np.dot(normal / np.linalg.norm(normal), self.sliceNormalRAS(volumeNode)))) < 0.999:
+            raise InputError("the slice view is not parallel to the volume's slices; double-click a slice in the "
+                             "list (or use Reformat) to align it first")
+        return self.sliceIndexAtRAS(volumeNode, np.asarray(sliceToRAS)[:3, 3])
+
     @staticmethod
     def sliceNormalRAS(volumeNode) -> tuple[float, float, float]:
         """World RAS direction of the volume's K axis (to align a slice view with the slices the model sees)."""

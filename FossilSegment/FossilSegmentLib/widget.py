@@ -388,13 +388,14 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _jumpToSlice(self, k: int) -> None:
         volume = self._parameterNode.inputVolume
         if volume:
-            self._redSliceNode().JumpSliceByCentering(*self.logic.sliceCenterRAS(volume, k))
+            sliceNode = self._redSliceNode()
+            sliceNode.RotateToVolumePlane(volume)  # the view shows the volume's own slices
+            sliceNode.JumpSliceByCentering(*self.logic.sliceCenterRAS(volume, k))
 
     def onMarkSlice(self) -> None:
         with slicer.util.tryWithErrorDisplay("Cannot mark the slice."):
-            m = self._redSliceNode().GetSliceToRAS()
-            ras = [m.GetElement(r, 3) for r in range(3)]
-            k = self.logic.sliceIndexAtRAS(self._parameterNode.inputVolume, ras)
+            sliceToRAS = slicer.util.arrayFromVTKMatrix(self._redSliceNode().GetSliceToRAS())
+            k = self.logic.sliceIndexInView(self._parameterNode.inputVolume, sliceToRAS)
             self._addCorrectedSlices([k])
             self.ui.statusLabel.text = f"Slice {k} marked as corrected."
 
