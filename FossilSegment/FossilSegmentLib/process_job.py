@@ -26,10 +26,15 @@ ENGINE_DIR = Path(__file__).resolve().parent.parent  # the folder holding fossil
 
 
 def slicerPython() -> str:
-    """Slicer's own Python launcher ``PythonSlicer`` (next to Slicer's executables, on Slicer's PATH) in the
-    app; this interpreter elsewhere (tests, scripts)."""
+    """Slicer's own Python launcher ``PythonSlicer`` (next to Slicer's executables, on Slicer's PATH, found
+    the way SlicerTotalSegmentator and MONAIAuto3DSeg find it); outside Slicer this interpreter. Inside the
+    app ``sys.executable`` is Slicer itself, so it is never used there."""
     found = shutil.which("PythonSlicer")
-    return found or sys.executable
+    if found:
+        return found
+    if os.path.basename(sys.executable).lower().startswith("python"):
+        return sys.executable
+    raise FileNotFoundError("PythonSlicer was not found on PATH; it comes with Slicer next to its executable")
 
 
 def engineEnvironment() -> dict:
