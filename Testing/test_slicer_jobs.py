@@ -104,7 +104,7 @@ def test_engine_errors_come_back_as_one_line_and_nothing_is_left(scene, tiny_mod
 
 def test_cancel_ends_the_engine_process_within_one_batch(scene, tiny_model_dir, folders):
     logic = FossilSegmentLogic()
-    volumeNode = slicer.util.addVolumeFromArray(ct((40, 256, 256)), OBLIQUE, name="ct")
+    volumeNode = slicer.util.addVolumeFromArray(ct((20, 192, 192)), OBLIQUE, name="ct")
     nodes = scene.GetNumberOfNodes()
     job = logic.startSegmentation(volumeNode, model=str(tiny_model_dir), batchSize=1, **FAST)
     seen = []
@@ -125,7 +125,7 @@ def test_cancel_ends_the_engine_process_within_one_batch(scene, tiny_model_dir, 
 def test_engine_job_runs_at_normal_speed_while_the_main_thread_holds_the_gil(scene, tiny_model_dir, folders):
     """The panel's QTimer ticks every 100 ms; between ticks PythonQt's main thread keeps the GIL."""
     logic = FossilSegmentLogic()
-    volumeNode = slicer.util.addVolumeFromArray(ct((24, 128, 128)), OBLIQUE, name="ct")
+    volumeNode = slicer.util.addVolumeFromArray(ct((16, 96, 96)), OBLIQUE, name="ct")
 
     def run(wait) -> float:
         logic.startSegmentation(volumeNode, model=str(tiny_model_dir), batchSize=2, **FAST)
