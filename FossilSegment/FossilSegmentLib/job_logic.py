@@ -26,6 +26,7 @@ from .process_job import ProcessJob, newJobFolder
 
 CORRECTED_SLICES = "CorrectedSlices"  # parameter: "3,10,42"
 FINETUNED_MODEL = "FinetunedModel"  # parameter: folder of the current fine-tuned model ("" = none)
+FINETUNED_PREFIX = "fossilsegment-finetuned-"  # such folders in the temporary folder are the logic's own
 
 
 @dataclass
@@ -227,10 +228,13 @@ class JobLogicMixin:
         merged[c["slices"]] = c["labels"].array[c["slices"]]  # the user's slices are never changed by the model
         segNode = self.applyResult(c["volume"].with_array(merged), c["inputVolume"], c["outputSegmentation"],
                                    c["classes"], overwrite=True)
-        kept = tempfile.mkdtemp(prefix="fossilsegment-finetuned-")
+        kept = tempfile.mkdtemp(prefix=FINETUNED_PREFIX)
         shutil.rmtree(kept)
         shutil.move(job.process.path(engine_jobs.MODEL_FOLDER), kept)  # outlives the job folder
+        previous = self.finetunedModel()
         self.parameterMRMLNode().SetParameter(FINETUNED_MODEL, kept)
+        if previous and os.path.basename(previous).startswith(FINETUNED_PREFIX):  # ours, replaced: not left behind
+            shutil.rmtree(previous, ignore_errors=True)
         return segNode
 
     def _applyUncertainty(self, job: LogicJob):
