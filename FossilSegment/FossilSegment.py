@@ -1,6 +1,5 @@
 """FossilSegment: segment fossil bone from rock matrix in CT scans. Thin module file; code is in FossilSegmentLib."""
 
-import hashlib
 import os
 import pathlib
 
@@ -52,20 +51,18 @@ def demoScanPath():
 
 
 def registerSampleData():
-    """Offer the demo scan in the Sample Data module (a local file, copied into Slicer's cache)."""
+    """Offer the demo scan in the Sample Data module (a local file, copied into Slicer's cache). No checksum:
+    the file ships with the module, and hashing it at every start-up would slow Slicer down."""
     import SampleData
 
     path = demoScanPath()
     if path is None:
         return
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category="FossilSegment",
         sampleName="FossilDemoPhantom",
         thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "FossilSegment.png"),
         uris=pathlib.Path(path).as_uri(),
         fileNames=DEMO_FILE,
-        checksums=f"SHA256:{digest}",
         nodeNames="FossilDemoPhantom",
     )

@@ -115,6 +115,29 @@ def test_slice_index_and_centre_roundtrip(scene):
         logic.sliceIndexAtRAS(volumeNode, logic.sliceCenterRAS(volumeNode, 20))
 
 
+def test_slices_under_a_parent_transform(scene):
+    logic = FossilSegmentLogic()
+    volumeNode = slicer.util.addVolumeFromArray(ct(), OBLIQUE, name="ct")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    toParent = np.array([[0.0, 0.0, 1.0, 30.0], [0.0, 1.0, 0.0, -7.0], [-1.0, 0.0, 0.0, 2.0], [0, 0, 0, 1.0]])
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(toParent))
+    volumeNode.SetAndObserveTransformNodeID(transform.GetID())
+    dims = volumeNode.GetImageData().GetDimensions()
+    for k in (0, 3, 7):
+        world = toParent @ OBLIQUE @ np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, k, 1.0])
+        assert np.allclose(logic.sliceCenterRAS(volumeNode, k), world[:3])
+        assert logic.sliceIndexAtRAS(volumeNode, world[:3]) == k
+    normal = toParent[:3, :3] @ OBLIQUE[:3, 2]
+    assert np.allclose(logic.sliceNormalRAS(volumeNode), normal / np.linalg.norm(normal))
+    view = np.eye(4)
+    view[:3, 2] = -normal / np.linalg.norm(normal)  # a view looking along K (either way)
+    view[:3, 3] = logic.sliceCenterRAS(volumeNode, 5)
+    assert logic.sliceIndexInView(volumeNode, view) == 5
+    view[:3, 2] = toParent[:3, :3] @ OBLIQUE[:3, 0] / np.linalg.norm(OBLIQUE[:3, 0])  # a view across the slices
+    with pytest.raises(InputError, match="not parallel"):
+        logic.sliceIndexInView(volumeNode, view)
+
+
 def test_uncertainty_node_and_suggestions(scene, tiny_model_dir):
     logic = FossilSegmentLogic()
     volumeNode = slicer.util.addVolumeFromArray(ct(), OBLIQUE, name="ct")

@@ -145,9 +145,14 @@ def test_default_postprocess_and_parent_transform(scene, logic, model_dir):
     assert_equals_engine(segNode, volumeNode, expected, [c for c in engine.classes if c["value"] > 0])
 
 
-def test_cancel_leaves_scene_unchanged(scene, logic, model_dir):
+def test_cancel_leaves_scene_unchanged(scene, logic, model_dir, tmp_path, monkeypatch):
     import threading
 
+    import FossilSegmentLib.job_logic as job_logic
+
+    folders = []
+    monkeypatch.setattr(job_logic, "newJobFolder", lambda: folders.append(str(tmp_path / "job")) or
+                        os.makedirs(folders[-1]) or folders[-1])
     volumeNode = add_volume(OBLIQUE)
     before = scene.GetNumberOfNodes()
     ids = [scene.GetNthNode(n).GetID() for n in range(before)]
@@ -161,6 +166,8 @@ def test_cancel_leaves_scene_unchanged(scene, logic, model_dir):
     with pytest.raises(Cancelled):
         logic.process(volumeNode, model=model_dir, progress=progress, cancel=token, batchSize=2, **FAST)
     assert calls, "progress was never reported"
+    assert folders and not os.path.exists(folders[0])  # the job's files are gone
+    assert not logic.isRunning()
     assert scene.GetNumberOfNodes() == before
     assert [scene.GetNthNode(n).GetID() for n in range(before)] == ids
 
@@ -221,7 +228,7 @@ def test_progress_covers_segmenting_and_cleanup_on_one_bar(scene, logic, model_d
     assert calls[-1] == (1000, 1000)  # no clean-up asked for: the bar still ends full
 
 
-def test_model_loaded_once(scene, model_dir):
+def test_process_runs_the_engine_in_another_process(scene, model_dir):
     calls = []
 
     def factory(model, device, batchSize):
@@ -230,9 +237,9 @@ def test_model_loaded_once(scene, model_dir):
 
     logic = FossilSegmentLogic(segmenterFactory=factory)
     volumeNode = add_volume(np.eye(4))
-    logic.process(volumeNode, model=model_dir, **FAST)
-    logic.process(volumeNode, model=model_dir, **FAST)
-    assert calls == [(model_dir, "cpu", None)]
+    segNode = logic.process(volumeNode, model=model_dir, **FAST)
+    assert segNode.GetSegmentation().GetNumberOfSegments() == 2
+    assert calls == [] and logic._segmenters == {}  # no model (and no GPU memory) held by this process
 
 
 def test_bad_inputs(scene, logic, model_dir):
@@ -296,6 +303,23 @@ def test_export_stl(scene, logic, model_dir, tmp_path):
     again = logic.exportStl(segNode, str(folder))
     assert not set(again) & set(paths) and len(again) == len(paths)
     assert all(Path(p).read_bytes() == b for p, b in before.items())  # untouched
+
+
+def test_export_stl_same_names_and_slashes(scene, logic, model_dir, tmp_path):
+    segNode = logic.process(add_volume(OBLIQUE), model=model_dir, **FAST)
+    segmentation = segNode.GetSegmentation()
+    twin = slicer.vtkSegment()
+    twin.DeepCopy(segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Bone")))
+    segmentation.AddSegment(twin)  # a second segment named "Bone"
+    toothId = segmentation.GetSegmentIdBySegmentName("Tooth")
+    segmentation.GetSegment(toothId).SetName("Tooth/left")
+    segNode.SetName("scan 1/2")
+    paths = logic.exportStl(segNode, str(tmp_path))
+    assert sorted(os.path.basename(p) for p in paths) == ["scan 1_2_Bone.stl", "scan 1_2_Bone_1.stl",
+                                                          "scan 1_2_Tooth_left.stl"]
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in paths)
+    assert segNode.GetName() == "scan 1/2" and segmentation.GetSegment(toothId).GetName() == "Tooth/left"
+    assert Path(paths[0]).read_bytes() != b"" and all(_read_stl(p).GetNumberOfPoints() > 0 for p in paths)
 
 
 def test_export_stl_refuses_empty(scene, logic):

@@ -189,20 +189,28 @@ class RecordingSegmenter:
         return volume.with_array(labels)
 
 
-def test_process_passes_the_roi_box_to_the_engine(scene, logic):
-    fake = RecordingSegmenter()
+def test_process_passes_the_roi_box_to_the_engine(scene, logic, tiny_model_dir):
     volumeNode = add_volume(OBLIQUE)
+    slicer.util.updateVolumeFromArray(volumeNode, np.random.default_rng(3).normal(1000, 400, SHAPE).astype(np.int16))
     roi = add_roi(scene, (OBLIQUE @ np.array([20.0, 18.0, 5.0, 1.0]))[:3], (9.0, 5.0, 4.0), rotation(2, 90))
     box = logic.boxFromROI(volumeNode, roi)
-    segNode = logic.process(volumeNode, roiNode=roi, segmenterFactory=lambda *a: fake)
-    assert fake.calls[-1] == dict(slice_range=None, roi=box)
+    options = dict(model=str(tiny_model_dir), device="cpu", minIslandVoxels=0, fillHoles=False)
+    job = logic.startSegmentation(volumeNode, roiNode=roi, **options)
+    command = job.process.commands[0]
+    assert command[command.index("--roi") + 1] == str(box)
+    segNode = logic.waitJob()
+    expected = logic.runEngine(logic.prepareInput(volumeNode), roi=box, **options)  # the same engine in-process
     labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     ids = vtk.vtkStringArray()
+    bone = next(c for c in logic.classesOf(str(tiny_model_dir)) if c.name == "Bone")
     ids.InsertNextValue(segNode.GetSegmentation().GetSegmentIdBySegmentName("Bone"))
     assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segNode, ids, labelNode, volumeNode)
-    want = np.zeros(SHAPE, bool)
-    want[box.slices()] = True
-    assert np.array_equal(slicer.util.arrayFromVolume(labelNode) > 0, want)
+    assert np.array_equal(slicer.util.arrayFromVolume(labelNode) > 0, expected.array == bone.value)
+    outside = np.ones(SHAPE, bool)
+    outside[box.slices()] = False
+    assert not expected.array[outside].any()
+
+    fake = RecordingSegmenter()
 
     logic.runEngine(logic.prepareInput(volumeNode), sliceRange=(box.k0 + 1, SHAPE[0]), roi=box,
                     segmenterFactory=lambda *a: fake)

@@ -80,8 +80,8 @@ def test_parameter_names_in_ui_are_parameter_fields():
     assert {"model", "device"} <= fields  # combos filled at run time, synced by the widget
 
 
-@pytest.mark.parametrize("name", ["logic.py", "geometry.py", "classes.py", "dependencies.py", "job.py", "__init__.py",
-                                  "corrections.py"])
+@pytest.mark.parametrize("name", ["logic.py", "geometry.py", "classes.py", "dependencies.py", "__init__.py",
+                                  "corrections.py", "job_logic.py", "engine_jobs.py", "process_job.py"])
 def test_logic_side_imports_no_qt(name):
     assert not imported_modules(LIB / name) & QT_MODULES
 
@@ -94,11 +94,15 @@ def test_engine_never_imports_slicer_or_qt():
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
-def test_worker_touches_no_qt_or_mrml():
-    """The worker thread lives in job.py, which imports neither Qt nor Slicer nor VTK."""
-    assert not imported_modules(LIB / "job.py") & (QT_MODULES | {"slicer", "vtk"})
+def test_jobs_run_in_a_process_owned_by_the_logic():
+    """The runner imports neither Qt nor Slicer nor VTK; no Python thread runs a job; the widget only polls the
+    logic's job (no engine call of its own)."""
+    assert not imported_modules(LIB / "process_job.py") & (QT_MODULES | {"slicer", "vtk", "threading"})
+    assert not imported_modules(LIB / "engine_jobs.py") & (QT_MODULES | {"slicer", "vtk"})
     widget = (LIB / "widget.py").read_text(encoding="utf-8")
-    assert "threading" not in widget and "InferenceJob(" in widget
+    assert "threading" not in widget and "logic.pollJob()" in widget
+    for call in ("runEngine(", "runLearning(", "runUncertainty(", "applyResult(", "getSegmenter("):
+        assert call not in widget, call
 
 
 def test_module_file_is_thin_and_complete():
@@ -114,6 +118,16 @@ def test_module_file_is_thin_and_complete():
     assert "10.3389/feart.2021.805271" in text and "805271" in text
     assert "registerCustomSampleDataSource" in text and "fossil_demo_phantom.nrrd" in text
     assert 'connect("startupCompleted()", registerSampleData)' in text
+    assert "hashlib" not in text and "read()" not in text  # nothing read or hashed at start-up
+
+
+def test_minimum_slicer_is_declared_and_python_39_refused():
+    from FossilSegmentLib import dependencies
+
+    cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert 'VERSION_LESS "5.10"' in cmake and "5.10" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "Slicer 5.10" in dependencies.unsupportedReason((3, 9))
+    assert dependencies.unsupportedReason((3, 10)) is None and dependencies.unsupportedReason((3, 12)) is None
 
 
 def test_all_module_python_compiles_without_bare_except():

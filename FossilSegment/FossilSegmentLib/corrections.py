@@ -69,7 +69,7 @@ class CorrectionsLogicMixin:
                 raise InputError(f"could not read the segments of '{segmentationNode.GetName()}'")
             exported = np.array(slicer.util.arrayFromVolume(labelNode))
         finally:
-            _removeNode(labelNode)
+            _removeLabelmapWithColorTable(labelNode)
         for index, (c, _) in enumerate(present, start=1):  # exported value = position in ids + 1
             out[exported == index] = c.value
         return out
@@ -92,24 +92,44 @@ class CorrectionsLogicMixin:
         return [k for k, (a, b) in enumerate(zip(now, record["hashes"])) if a != b]
 
     # ------------------------------------------------------------------ slices and views
-    @staticmethod
-    def sliceIndexAtRAS(volumeNode, ras: Sequence[float]) -> int:
-        """The axial slice index k of the volume at an RAS point (e.g. the red view's centre)."""
-        rasToIJK = vtk.vtkMatrix4x4()
-        volumeNode.GetRASToIJKMatrix(rasToIJK)
-        ijk = slicer.util.arrayFromVTKMatrix(rasToIJK) @ np.array([*ras[:3], 1.0])
+    def sliceIndexAtRAS(self, volumeNode, ras: Sequence[float]) -> int:
+        """The slice index k of the volume at a world RAS point (through the volume's parent transform)."""
+        ijk = self._worldToIJK(volumeNode) @ np.array([*ras[:3], 1.0])
         k = int(np.floor(ijk[2] + 0.5))
         n = volumeNode.GetImageData().GetDimensions()[2]
         if not 0 <= k < n:
             raise InputError(f"the slice view is outside the volume (slice {k} of 0..{n - 1})")
         return k
 
-    @staticmethod
-    def sliceCenterRAS(volumeNode, k: int) -> tuple[float, float, float]:
-        """RAS position of the centre of axial slice ``k``."""
+    def sliceCenterRAS(self, volumeNode, k: int) -> tuple[float, float, float]:
+        """World RAS position of the centre of slice ``k`` (through the volume's parent transform)."""
         dims = volumeNode.GetImageData().GetDimensions()
-        point = _ijkToRAS(volumeNode) @ np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, float(k), 1.0])
+        ijk = np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, float(k), 1.0])
+        point = np.linalg.solve(self._worldToIJK(volumeNode), ijk)
         return tuple(float(v) for v in point[:3])
+
+    def sliceIndexInView(self, volumeNode, sliceToRAS: np.ndarray) -> int:
+        """The slice k a slice view shows (its 4x4 SliceToRAS), refused unless the view is parallel to the
+        volume's slices (the model works on K slices only)."""
+        normal = np.asarray(sliceToRAS)[:3, 2]
+        if abs(float(np.dot(normal / np.linalg.norm(normal), self.sliceNormalRAS(volumeNode)))) < 0.999:
+            raise InputError("the slice view is not parallel to the volume's slices; double-click a slice in the "
+                             "list (or use Reformat) to align it first")
+        return self.sliceIndexAtRAS(volumeNode, np.asarray(sliceToRAS)[:3, 3])
+
+    @staticmethod
+    def sliceNormalRAS(volumeNode) -> tuple[float, float, float]:
+        """World RAS direction of the volume's K axis (to align a slice view with the slices the model sees)."""
+        m = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASDirectionMatrix(m)
+        normal = slicer.util.arrayFromVTKMatrix(m)[:3, 2]
+        transform = volumeNode.GetParentTransformNode()
+        if transform is not None:
+            toWorld = vtk.vtkMatrix4x4()
+            if transform.GetMatrixTransformToWorld(toWorld):
+                normal = slicer.util.arrayFromVTKMatrix(toWorld)[:3, :3] @ normal
+        normal = normal / np.linalg.norm(normal)
+        return tuple(float(v) for v in normal)
 
     # ------------------------------------------------------------------ learn from corrections
     def prepareCorrections(self, volumeNode, segmentationNode, correctedSlices: Iterable[int],
@@ -213,6 +233,17 @@ class CorrectionsLogicMixin:
         if hasattr(uncertainty, "GetImageData"):
             uncertainty = np.array(slicer.util.arrayFromVolume(uncertainty))
         return [k for k, _ in slice_ranking(uncertainty, exclude)]
+
+
+def _removeLabelmapWithColorTable(labelNode) -> None:
+    """Remove a temporary labelmap and the colour table the export made for it (as Slicer's
+    ``arrayFromSegmentBinaryLabelmap`` does), so no ``…_ColorTable`` node is left in the scene."""
+    display = labelNode.GetDisplayNode()
+    colorNode = display.GetColorNode() if display is not None else None
+    scene = labelNode.GetScene()
+    _removeNode(labelNode)
+    if colorNode is not None and scene is not None and colorNode.GetScene() is scene:
+        scene.RemoveNode(colorNode)
 
 
 def _removeNode(node) -> None:

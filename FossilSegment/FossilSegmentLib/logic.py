@@ -1,14 +1,15 @@
 """FossilSegmentLogic: MRML in, engine in the middle, MRML out. No Qt here (usable from tests and scripts).
 
-Three steps so a GUI can run the slow part off the main thread:
-``prepareInput`` (main thread, copies voxels) → ``runEngine`` (any thread, no MRML) →
-``applyResult`` (main thread, creates nodes). ``process`` chains them.
+The panel and ``process`` run the engine in a separate process (see :mod:`.job_logic`):
+``prepareInput`` (main thread, copies voxels) → engine CLI in its own process → ``applyResult``
+(main thread, creates nodes). ``runEngine`` runs the engine in this process (scripts wanting the array).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -26,6 +27,7 @@ from fossilsegment_engine.volume import Volume
 
 from .classes import SegmentClass, segmentClasses
 from .corrections import CorrectionsLogicMixin
+from .job_logic import JobLogicMixin
 from .geometry import lpsGeometryFromIJKToRAS
 
 MODULE_NAME = "FossilSegment"
@@ -50,7 +52,7 @@ def _ijkToRAS(volumeNode) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(m)
 
 
-class FossilSegmentLogic(CorrectionsLogicMixin):
+class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
     """Segment fossil bone in a scalar volume node into a segmentation node (and learn from corrections)."""
 
     def __init__(self, segmenterFactory: Optional[SegmenterFactory] = None) -> None:
@@ -241,10 +243,7 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
         dims = inputVolume.GetImageData().GetDimensions()
         if tuple(labelmap.array.shape) != (dims[2], dims[1], dims[0]):
             raise InputError(f"labelmap shape {labelmap.array.shape} differs from the volume's {dims[::-1]}")
-        conflicts = self.conflictingSegmentNames(outputSegmentation, [c.name for c in classes])
-        if conflicts and not overwrite:
-            raise OutputError(f"segmentation '{outputSegmentation.GetName()}' already has segment(s) "
-                              f"{', '.join(conflicts)}; choose another output or allow replacing them")
+        self._checkConflicts(outputSegmentation, classes, overwrite)
         if outputSegmentation is not None and outputSegmentation.GetSegmentation().GetSourceRepresentationName() \
                 != slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName():
             raise OutputError(f"segmentation '{outputSegmentation.GetName()}' is not stored as a binary labelmap")
@@ -262,6 +261,7 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
                 _removeWithDisplayNodes(segNode)
             raise
         self.rememberModelResult(segNode, inputVolume, classes)  # to propose the slices the user edits later
+        self.lastClasses = classes
         return segNode
 
     def _importLabelmap(self, array: np.ndarray, inputVolume, segNode, classes: list[SegmentClass]) -> None:
@@ -312,21 +312,13 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
     def process(self, inputVolume, outputSegmentation=None, model: Optional[str] = None, device: str = "auto",
                 batchSize: Optional[int] = None, minIslandVoxels: int = 64, fillHoles: bool = True,
                 sliceRange: Optional[tuple[int, int]] = None, progress: Optional[ProgressCallback] = None,
-                cancel: Optional[CancelToken] = None, segmenterFactory: Optional[SegmenterFactory] = None,
-                overwrite: bool = False, roiNode=None):
-        """Segment ``inputVolume`` (only the voxels ``roiNode``, a markups ROI, touches, when given); return the
-        segmentation node. On cancel or error the scene is unchanged."""
-        segmenterArgs = dict(model=model, device=device, batchSize=batchSize, segmenterFactory=segmenterFactory)
-        classes = self.modelClasses(**segmenterArgs)
-        conflicts = self.conflictingSegmentNames(outputSegmentation, [c.name for c in classes])
-        if conflicts and not overwrite:  # fail before the slow part
-            raise OutputError(f"segmentation '{outputSegmentation.GetName()}' already has segment(s) "
-                              f"{', '.join(conflicts)}; choose another output or allow replacing them")
-        roi = self.boxFromROI(inputVolume, roiNode) if roiNode is not None else None
-        volume = self.prepareInput(inputVolume)
-        labelmap = self.runEngine(volume, minIslandVoxels=minIslandVoxels, fillHoles=fillHoles,
-                                  sliceRange=sliceRange, progress=progress, cancel=cancel, roi=roi, **segmenterArgs)
-        return self.applyResult(labelmap, inputVolume, outputSegmentation, classes, overwrite)
+                cancel: Optional[CancelToken] = None, overwrite: bool = False, roiNode=None):
+        """Segment ``inputVolume`` (only the voxels ``roiNode``, a markups ROI, touches, when given) in a
+        separate engine process, blocking, through the panel's code path; return the segmentation node.
+        On cancel or error the scene is unchanged."""
+        self.startSegmentation(inputVolume, outputSegmentation, model, device, batchSize, minIslandVoxels,
+                               fillHoles, sliceRange, overwrite, roiNode)
+        return self.waitJob(progress, cancel)
 
     # ------------------------------------------------------------------ results
     @staticmethod
@@ -358,15 +350,12 @@ class FossilSegmentLogic(CorrectionsLogicMixin):
             raise OutputError(f"cannot write to {folder}: {exc}") from exc
         written = []
         try:
-            ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
-                staging, segmentationNode, ids, "STL", True, 1.0, False)
-            names = sorted(os.listdir(staging))
-            if not ok or len(names) != ids.GetNumberOfValues():
-                raise OutputError(f"Slicer could not write the STL files to {folder}")
-            for name in names:
-                target = _freePath(os.path.join(folder, name))
-                os.replace(os.path.join(staging, name), target)  # same folder: atomic; target checked free
-                written.append(target)
+            for n in range(ids.GetNumberOfValues()):
+                written.append(_exportOneStl(segmentationNode, ids.GetValue(n), staging, folder, n))
+        except BaseException:
+            for path in written:  # all or nothing
+                os.remove(path)
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         logging.info("FossilSegment: wrote %s", ", ".join(written))
@@ -384,6 +373,37 @@ def _removeWithDisplayNodes(node) -> None:
     for display in displays + [node]:
         if display is not None:
             scene.RemoveNode(display)
+
+
+def safeFileName(name: str) -> str:
+    """``name`` usable as a file name on every system: path separators and reserved characters → ``_``."""
+    cleaned = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .")
+    return cleaned or "segment"
+
+
+def _exportOneStl(segmentationNode, segmentId: str, staging: str, folder: str, n: int) -> str:
+    """Export one segment through Slicer into its own staging subfolder (so equal names never collide), then
+    move it to ``folder/<node>_<segment>.stl`` (sanitised, numbered when taken). Returns the path."""
+    sub = os.path.join(staging, str(n))
+    os.mkdir(sub)
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    nodeName, segmentName = segmentationNode.GetName(), segment.GetName()
+    one = vtk.vtkStringArray()
+    one.InsertNextValue(segmentId)
+    try:  # Slicer writes <node>_<segment>.stl unsanitised: a "/" in a name would be a folder
+        segmentationNode.SetName(safeFileName(nodeName))
+        segment.SetName(safeFileName(segmentName))
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
+            sub, segmentationNode, one, "STL", True, 1.0, False)
+    finally:
+        segment.SetName(segmentName)
+        segmentationNode.SetName(nodeName)
+    names = os.listdir(sub)
+    if not ok or len(names) != 1:
+        raise OutputError(f"Slicer could not write the STL file of segment '{segmentName}' to {folder}")
+    target = _freePath(os.path.join(folder, f"{safeFileName(nodeName)}_{safeFileName(segmentName)}.stl"))
+    os.replace(os.path.join(sub, names[0]), target)  # same file system: atomic; target checked free
+    return target
 
 
 def _freePath(path: str) -> str:

@@ -1,4 +1,4 @@
-"""In-Slicer self test: drives the real panel (Apply → worker thread → segmentation → STL export)."""
+"""In-Slicer self test: drives the real panel (Apply → engine process → segmentation → STL export)."""
 
 import os
 import time
@@ -62,10 +62,10 @@ class FossilSegmentTest(ScriptedLoadableModuleTest):
         widget._parameterNode.inputVolume = volume
         widget._parameterNode.outputSegmentation = None
         widget.ui.applyButton.click()
-        self.assertTrue(widget.isRunning() or widget.lastSegmentation is not None)
+        self.assertTrue(widget.isRunning(), widget.ui.statusLabel.text)
         self._waitForWorker(widget)
 
-        segNode = widget.lastSegmentation
+        segNode = widget._parameterNode.outputSegmentation
         self.assertIsNotNone(segNode, widget.ui.statusLabel.text)
         boneId = segNode.GetSegmentation().GetSegmentIdBySegmentName("Bone")
         self.assertTrue(boneId, "no 'Bone' segment")

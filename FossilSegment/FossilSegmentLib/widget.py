@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import time
 
 import qt
 import vtk
@@ -14,7 +13,6 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from .job import InferenceJob
 from .logic import FossilSegmentLogic
 
 POLL_MS = 100
@@ -29,10 +27,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = logic
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._job: InferenceJob | None = None
         self._timer = None
-        self.lastSegmentation = None
-        self.correctedSlices: set[int] = set()
         self.uncertaintyNode = None
 
     # ------------------------------------------------------------------ set-up
@@ -67,8 +62,9 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
-        self._timer.connect("timeout()", self._pollWorker)
+        self._timer.connect("timeout()", self._pollJob)
         self.ui.progressBar.setVisible(False)
+        self.ui.progressBar.setFormat("%p %")  # the job's one bar (several phases), in per mille
         self._fillModelAndDeviceCombos()
         self.initializeParameterNode()
 
@@ -103,7 +99,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             devices.blockSignals(False)
 
     def cleanup(self) -> None:
-        self._cancelJob(wait=True)
+        self.logic.cancelJob()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -116,7 +112,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._cancelJob(wait=True)
+        self._cancelRunningJob()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -125,7 +121,8 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Reload the FossilSegmentLib files too (Slicer reloads only FossilSegment.py)."""
-        for name in ("classes", "geometry", "dependencies", "job", "corrections", "logic", "widget", "tests"):
+        for name in ("classes", "geometry", "dependencies", "process_job", "engine_jobs", "job_logic", "corrections",
+                     "logic", "widget", "tests"):
             module = importlib.import_module(f"FossilSegmentLib.{name}")
             importlib.reload(module)
         ScriptedLoadableModuleWidget.onReload(self)
@@ -147,7 +144,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # Widgets with the "SlicerParameterName" property in the .ui are bound here.
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
-            self._updateGui()
+            self._refreshSliceList()  # corrected slices are kept in the parameter node (a loaded scene has its own)
 
     def _updateGui(self, caller=None, event=None) -> None:
         p = self._parameterNode
@@ -155,7 +152,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._selectComboData(self.ui.modelComboBox, p.model)
         self._selectComboData(self.ui.deviceComboBox, p.device)
-        running = self._job is not None
+        running = self.logic.isRunning()
         self.ui.applyButton.text = "Cancel" if running else "Apply"
         self.ui.applyButton.enabled = running or bool(p.inputVolume)
         self.ui.applyButton.toolTip = ("Stop the segmentation" if running else
@@ -169,11 +166,11 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for w in (self.ui.editInSegmentEditorButton, self.ui.show3DButton, self.ui.exportStlButton,
                   self.ui.markSliceButton, self.ui.proposeSlicesButton, self.ui.removeSliceButton):
             w.enabled = hasResult
-        method = self._job.method if running else None
-        self.ui.learnButton.text = "Cancel" if method == "runLearning" else "Learn from corrections"
-        self.ui.learnButton.enabled = method == "runLearning" or (hasResult and bool(self.correctedSlices))
-        self.ui.suggestSlicesButton.text = "Cancel" if method == "runUncertainty" else "Suggest slices to correct"
-        self.ui.suggestSlicesButton.enabled = method == "runUncertainty" or (not running and bool(p.inputVolume))
+        kind = self.logic.job.kind if running else None
+        self.ui.learnButton.text = "Cancel" if kind == "learn" else "Learn from corrections"
+        self.ui.learnButton.enabled = kind == "learn" or (hasResult and bool(self.logic.correctedSlices()))
+        self.ui.suggestSlicesButton.text = "Cancel" if kind == "uncertainty" else "Suggest slices to correct"
+        self.ui.suggestSlicesButton.enabled = kind == "uncertainty" or (not running and bool(p.inputVolume))
 
     @staticmethod
     def _selectComboData(combo, data: str) -> None:
@@ -203,74 +200,80 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._selectComboData(self.ui.modelComboBox, folder)
         self._parameterNode.model = folder
 
-    def onInstallDependencies(self) -> None:
+    def onInstallDependencies(self) -> bool:
+        """Ask once (no wait cursor under the question), then install; True when everything is there."""
         from . import dependencies
 
-        with slicer.util.tryWithErrorDisplay("Failed to install the Python packages.", waitCursor=True):
-            dependencies.installMissing()
-            self._fillModelAndDeviceCombos()
-            self.ui.statusLabel.text = "Dependencies installed."
-            self._updateGui()
+        reason = dependencies.unsupportedReason()
+        if reason:
+            slicer.util.errorDisplay(reason)
+            return False
+        if not slicer.util.confirmOkCancelDisplay("FossilSegment needs PyTorch and a few Python packages. "
+                                                  "Install them now? This can take several minutes."):
+            return False
+        try:
+            with slicer.util.tryWithErrorDisplay("Failed to install the Python packages.", waitCursor=True):
+                dependencies.installMissing()
+        except Exception:  # already shown to the user by tryWithErrorDisplay
+            return False
+        self._fillModelAndDeviceCombos()
+        self.ui.statusLabel.text = "Dependencies installed."
+        self._updateGui()
+        return True
 
     # ------------------------------------------------------------------ run
     def _cancelRunningJob(self) -> bool:
-        """A job runs: its button now means Cancel — ask it to stop and return True; else False."""
-        if self._job is None:
+        """A job runs: its button now means Cancel — stop it and return True; else False."""
+        if not self.logic.isRunning():
             return False
-        self._cancelJob(wait=False)
-        self.ui.statusLabel.text = "Cancelling…"
+        self._showOutcome(self.logic.cancelJob())
         return True
+
+    def _ensureDependencies(self) -> bool:
+        """True when the engine's packages are there (installed now after one confirmation)."""
+        from . import dependencies
+
+        if not dependencies.missingPackages() and not dependencies.unsupportedReason():
+            return True
+        return self.onInstallDependencies()
+
+    def _start(self, status: str, start) -> None:
+        """Run ``start()`` (a logic.start* call) with errors shown; then poll the job from the timer."""
+        if not self._ensureDependencies():
+            return
+        try:
+            with slicer.util.tryWithErrorDisplay("Failed to start.", waitCursor=True):
+                start()
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Not started: {exc}"
+            logging.debug("FossilSegment: start failed", exc_info=True)
+            return
+        self.ui.progressBar.setMaximum(1000)
+        self.ui.progressBar.setValue(0)
+        self.ui.progressBar.setVisible(True)
+        self.ui.statusLabel.text = status
+        self._updateGui()
+        self._timer.start()
 
     def onApplyButton(self) -> None:
         if self._cancelRunningJob():
             return
-        try:
-            with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
-                self._startJob()
-        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Not started: {exc}"
-            logging.debug("FossilSegment: start failed", exc_info=True)
-
-    def _startJob(self) -> None:
-        from . import dependencies
-
-        if dependencies.missingPackages():
-            if not slicer.util.confirmOkCancelDisplay("FossilSegment needs PyTorch and a few Python packages. "
-                                                      "Install them now? This can take several minutes."):
-                return
-            dependencies.installMissing()
-            self._fillModelAndDeviceCombos()
         p = self._parameterNode
-        args = dict(model=p.model or None, device=p.device or "auto", batchSize=p.batchSize or None)
-        self.ui.statusLabel.text = "Loading the model…"
-        slicer.app.processEvents()
-        classes = self.logic.modelClasses(**args)  # loads the model once, on the main thread
-        segmenter = self.logic.getSegmenter(**args)
-        contextSlices = getattr(getattr(segmenter, "config", None), "context_slices", None)
-        if contextSlices:
-            self.ui.modelInfoLabel.text = f"Model uses {contextSlices} neighbouring slice(s) as context."
         overwrite = False
-        conflicts = self.logic.conflictingSegmentNames(p.outputSegmentation, [c.name for c in classes])
-        if conflicts:
-            if not slicer.util.confirmYesNoDisplay(
-                    f"'{p.outputSegmentation.GetName()}' already has segment(s) {', '.join(conflicts)}. Replace them?"):
-                self.ui.statusLabel.text = "Not started: choose another output segmentation."
-                return
-            overwrite = True
-        roi = self.logic.boxFromROI(p.inputVolume, p.roi) if p.roi else None
-        sliceRange = (p.sliceStart, p.sliceStop) if p.useSliceRange else None
-        volume = self.logic.prepareInput(p.inputVolume)
-        args.update(minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles, sliceRange=sliceRange, roi=roi)
-        context = dict(inputVolume=p.inputVolume, outputSegmentation=p.outputSegmentation, classes=classes,
-                       overwrite=overwrite)
-        # Inference runs on a worker thread (see job.py for why not a subprocess); a QTimer polls it here.
-        self._job = InferenceJob(self.logic, volume, args, context)
-        self.ui.progressBar.setVisible(True)
-        self.ui.progressBar.setValue(0)
-        self.ui.statusLabel.text = "Segmenting…"
-        self._updateGui()
-        self._job.start()
-        self._timer.start()
+        if p.outputSegmentation is not None and self._ensureDependencies():
+            conflicts = self.logic.conflictingSegmentNames(
+                p.outputSegmentation, [c.name for c in self.logic.classesOf(p.model or None)])
+            if conflicts:
+                if not slicer.util.confirmYesNoDisplay(f"'{p.outputSegmentation.GetName()}' already has segment(s) "
+                                                       f"{', '.join(conflicts)}. Replace them?"):
+                    self.ui.statusLabel.text = "Not started: choose another output segmentation."
+                    return
+                overwrite = True
+        self._start("Segmenting…", lambda: self.logic.startSegmentation(
+            p.inputVolume, p.outputSegmentation, model=p.model or None, device=p.device or "auto",
+            batchSize=p.batchSize or None, minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles,
+            sliceRange=(p.sliceStart, p.sliceStop) if p.useSliceRange else None, overwrite=overwrite,
+            roiNode=p.roi))
 
     def onFitROI(self) -> None:
         """Fit the selected ROI (a new one when none) to the input volume."""
@@ -291,76 +294,52 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 node.CreateDefaultDisplayNodes()  # a no-op when the selector made them
                 self.logic.fitROIToVolume(node, self._parameterNode.inputVolume)
 
-    def _pollWorker(self) -> None:
-        job = self._job
-        if job is None:
-            self._timer.stop()
-            return
-        for message in job.poll():
-            if message[0] == "progress":
-                self._showProgress(job, *message[1:])
-            else:
-                self._finishJob(job, message)
-                return
+    def _pollJob(self) -> None:
+        """QTimer tick: show the logic's job messages (the logic has already updated the scene on success)."""
+        messages = self.logic.pollJob()
+        progress = [m for m in messages if m[0] == "progress"]
+        if progress:
+            self._showProgress(*progress[-1][1:])
+        final = [m for m in messages if m[0] != "progress"]
+        if final or not self.logic.isRunning():
+            self._showOutcome(final)
 
-    def _showProgress(self, job: InferenceJob, done: int, total: int) -> None:
+    def _showProgress(self, phase: str, done: int, total: int) -> None:
         self.ui.progressBar.setMaximum(max(total, 1))
         self.ui.progressBar.setValue(done)
-        left = job.secondsLeft(done, total)
-        what = {"runLearning": "Learning from corrections", "runUncertainty": "Computing uncertainty"}
-        counted = f"{100 * done // max(total, 1)} %" if job.method != "runEngine" else f"{done}/{total} slices"
-        self.ui.statusLabel.text = f"{what.get(job.method, 'Segmenting')}: {counted}" + (
+        left = self.logic.job.process.secondsLeft(done, total) if self.logic.job else None
+        self.ui.statusLabel.text = f"{phase.capitalize()}: {100 * done // max(total, 1)} %" + (
             f", about {left:.0f} s left" if left is not None else "")
 
-    def _finishJob(self, job: InferenceJob, message: tuple) -> None:
+    def _showOutcome(self, final: list) -> None:
         self._timer.stop()
-        self._job = None
         self.ui.progressBar.setVisible(False)
         try:
-            self._reportResult(job, message)
+            message = final[-1] if final else ("cancelled",)
+            if message[0] == "cancelled":
+                self.ui.statusLabel.text = "Cancelled: nothing was changed."
+            elif message[0] == "error":
+                self.ui.statusLabel.text = f"Failed: {message[1]}"
+                if not slicer.app.testingEnabled():
+                    slicer.util.errorDisplay(f"FossilSegment failed.\n\n{message[1]}")
+            else:
+                self._showResult(message[1], message[2])
         finally:
             self._updateGui()
 
-    def _reportResult(self, job: InferenceJob, message: tuple) -> None:
-        kind, c = message[0], job.context
-        if kind == "cancelled" or job.cancelToken.is_set():
-            self.ui.statusLabel.text = "Cancelled: nothing was changed."
-        elif kind == "error":
-            self.ui.statusLabel.text = f"Failed: {message[1]}"
-            logging.error(message[2])
-            if not slicer.app.testingEnabled():
-                slicer.util.errorDisplay(f"Segmentation failed.\n\n{message[1]}", detailedText=message[2])
-        elif job.method == "runLearning":
-            self._finishLearning(job, message[1])
-        elif job.method == "runUncertainty":
-            self._finishUncertainty(message[1])
+    def _showResult(self, kind: str, node) -> None:
+        if kind == "segment":
+            self._parameterNode.outputSegmentation = node
+            self.ui.statusLabel.text = f"Done: '{node.GetName()}'. Check it in Segment Editor, then export STL."
+        elif kind == "learn":
+            self.ui.statusLabel.text = (f"Re-segmented all but the {len(self.logic.correctedSlices())} corrected "
+                                        "slice(s) with the fine-tuned model.")
         else:
-            try:
-                with slicer.util.tryWithErrorDisplay("Failed to create the segmentation."):
-                    segNode = self.logic.applyResult(message[1], c["inputVolume"], c["outputSegmentation"],
-                                                     c["classes"], c["overwrite"])
-            except Exception as exc:  # already shown to the user by tryWithErrorDisplay
-                self.ui.statusLabel.text = f"Failed: {exc}"
-                return
-            self.lastSegmentation = segNode
-            if self._parameterNode:
-                self._parameterNode.outputSegmentation = segNode
-            seconds = time.monotonic() - job.startTime
-            self.ui.statusLabel.text = (f"Done in {seconds:.0f} s: '{segNode.GetName()}'. "
-                                        "Check it in Segment Editor, then export STL.")
-
-    def _cancelJob(self, wait: bool) -> None:
-        job = self._job
-        if job is None:
-            return
-        job.cancel()
-        if wait:
-            job.join(timeout=30)
-            self._finishJob(job, ("cancelled",))
+            self._showUncertainty(node)
 
     def isRunning(self) -> bool:
-        """True while a segmentation runs (for tests and scripts)."""
-        return self._job is not None
+        """True while a job runs (for tests and scripts)."""
+        return self.logic.isRunning()
 
     # ------------------------------------------------------------------ results
     def _resultSegmentation(self):
@@ -395,9 +374,13 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ learn from corrections (issue 5)
     def _refreshSliceList(self) -> None:
         self.ui.correctedSlicesList.clear()
-        for k in sorted(self.correctedSlices):
+        for k in self.logic.correctedSlices():
             self.ui.correctedSlicesList.addItem(str(k))
         self._updateGui()
+
+    def _addCorrectedSlices(self, slices) -> None:
+        self.logic.setCorrectedSlices(set(self.logic.correctedSlices()) | set(slices))
+        self._refreshSliceList()
 
     def _redSliceNode(self):
         return slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
@@ -405,98 +388,61 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _jumpToSlice(self, k: int) -> None:
         volume = self._parameterNode.inputVolume
         if volume:
-            self._redSliceNode().JumpSliceByCentering(*self.logic.sliceCenterRAS(volume, k))
+            sliceNode = self._redSliceNode()
+            sliceNode.RotateToVolumePlane(volume)  # the view shows the volume's own slices
+            sliceNode.JumpSliceByCentering(*self.logic.sliceCenterRAS(volume, k))
 
     def onMarkSlice(self) -> None:
         with slicer.util.tryWithErrorDisplay("Cannot mark the slice."):
-            m = self._redSliceNode().GetSliceToRAS()
-            ras = [m.GetElement(r, 3) for r in range(3)]
-            k = self.logic.sliceIndexAtRAS(self._parameterNode.inputVolume, ras)
-            self.correctedSlices.add(k)
-            self._refreshSliceList()
+            sliceToRAS = slicer.util.arrayFromVTKMatrix(self._redSliceNode().GetSliceToRAS())
+            k = self.logic.sliceIndexInView(self._parameterNode.inputVolume, sliceToRAS)
+            self._addCorrectedSlices([k])
             self.ui.statusLabel.text = f"Slice {k} marked as corrected."
 
     def onProposeSlices(self) -> None:
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Cannot compare with the model's result.", waitCursor=True):
-            classes = self.logic.modelClasses(model=p.model or None, device=p.device or "auto")
-            changed = self.logic.changedSlices(p.outputSegmentation, p.inputVolume, classes)
-            self.correctedSlices.update(changed)
-            self._refreshSliceList()
+            changed = self.logic.changedSlices(p.outputSegmentation, p.inputVolume, self.logic.classesOf(p.model or None))
+            self._addCorrectedSlices(changed)
             self.ui.statusLabel.text = (f"Edited since the model ran: slice(s) {', '.join(map(str, changed))}."
                                         if changed else "No slice was edited since the model ran.")
 
     def onRemoveSlices(self) -> None:
-        for item in self.ui.correctedSlicesList.selectedItems():
-            self.correctedSlices.discard(int(item.text()))
+        gone = {int(item.text()) for item in self.ui.correctedSlicesList.selectedItems()}
+        self.logic.setCorrectedSlices(set(self.logic.correctedSlices()) - gone)
         self._refreshSliceList()
 
     def onSliceDoubleClicked(self, item) -> None:
         self._jumpToSlice(int(item.text()))
 
-    def _startWorker(self, method: str, volume, args: dict, context: dict, status: str) -> None:
-        self._job = InferenceJob(self.logic, volume, args, context, method=method)
-        self.ui.progressBar.setVisible(True)
-        self.ui.progressBar.setValue(0)
-        self.ui.statusLabel.text = status
-        self._updateGui()
-        self._job.start()
-        self._timer.start()
-
     def onLearnButton(self) -> None:
         if self._cancelRunningJob():
             return
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Failed to start learning.", waitCursor=True):
-            args = dict(model=p.model or None, device=p.device or "auto")
-            classes = self.logic.modelClasses(**args)
-            volume, labels, ks = self.logic.prepareCorrections(p.inputVolume, p.outputSegmentation,
-                                                               self.correctedSlices, classes)
-            args.update(correctedSlices=ks, maxMinutes=self.ui.maxMinutesSpinBox.value,
-                        minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles)
-            context = dict(inputVolume=p.inputVolume, outputSegmentation=p.outputSegmentation, classes=classes)
-            self._startWorker("runLearning", volume, dict(labels=labels, **args), context,
-                              f"Learning from {len(ks)} corrected slice(s)…")
-
-    def _finishLearning(self, job: InferenceJob, merged) -> None:
-        c = job.context
-        try:
-            with slicer.util.tryWithErrorDisplay("Failed to update the segmentation."):
-                self.logic.applyLearning(merged, c["inputVolume"], c["outputSegmentation"], c["classes"])
-        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {exc}"
-            return
-        report = merged.meta.get("finetune_report", {})
-        held = report.get("holdout_slice")
-        score = (f" Held-back slice {held}: Dice {report['holdout_dice_before']:.3f} → "
-                 f"{report['holdout_dice_after']:.3f}.") if held is not None else ""
-        self.ui.statusLabel.text = (f"Re-segmented all but the {len(report.get('slices', []))} corrected slice(s) in "
-                                    f"{time.monotonic() - job.startTime:.0f} s.{score}")
+        self._start(f"Learning from {len(self.logic.correctedSlices())} corrected slice(s)…",
+                    lambda: self.logic.startLearning(p.inputVolume, p.outputSegmentation, model=p.model or None,
+                                                     device=p.device or "auto",
+                                                     maxMinutes=self.ui.maxMinutesSpinBox.value,
+                                                     minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles))
 
     def onSuggestSlicesButton(self) -> None:
         if self._cancelRunningJob():
             return
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Failed to start the uncertainty computation.", waitCursor=True):
-            args = dict(model=p.model or None, device=p.device or "auto",
-                        useFinetuned=self.logic.finetuned is not None,  # the region Apply segments, if any
-                        roi=self.logic.boxFromROI(p.inputVolume, p.roi) if p.roi else None,
-                        sliceRange=(p.sliceStart, p.sliceStop) if p.useSliceRange else None)
-            self.logic.getSegmenter(args["model"], args["device"])  # load the model on the main thread
-            volume = self.logic.prepareInput(p.inputVolume)
-            self._startWorker("runUncertainty", volume, args, dict(inputVolume=p.inputVolume),
-                              "Computing uncertainty…")
+        self._start("Computing uncertainty…", lambda: self.logic.startUncertainty(
+            p.inputVolume, model=p.model or None, device=p.device or "auto",
+            useFinetuned=True,  # the model of the last "learn from corrections", when there is one
+            sliceRange=(p.sliceStart, p.sliceStop) if p.useSliceRange else None, roiNode=p.roi,
+            uncertaintyNode=self.uncertaintyNode))
 
-    def _finishUncertainty(self, uncertainty) -> None:
+    def _showUncertainty(self, node) -> None:
         volume = self._parameterNode.inputVolume
-        with slicer.util.tryWithErrorDisplay("Failed to show the uncertainty."):
-            self.uncertaintyNode = self.logic.showUncertainty(uncertainty, volume, self.uncertaintyNode)
-            slicer.util.setSliceViewerLayers(background=volume, foreground=self.uncertaintyNode,
-                                             foregroundOpacity=0.4)
-            ranking = self.logic.suggestSlices(uncertainty, exclude=self.correctedSlices)
-            if not ranking:
-                self.ui.statusLabel.text = "Every slice is already marked as corrected."
-                return
-            self._jumpToSlice(ranking[0])
-            self.ui.statusLabel.text = ("Most uncertain slices: " + ", ".join(map(str, ranking[:5])) +
-                                        f". Showing slice {ranking[0]}; correct it, then mark it.")
+        self.uncertaintyNode = node
+        slicer.util.setSliceViewerLayers(background=volume, foreground=node, foregroundOpacity=0.4)
+        ranking = self.logic.suggestSlices(node, exclude=self.logic.correctedSlices())
+        if not ranking:
+            self.ui.statusLabel.text = "Every slice is already marked as corrected."
+            return
+        self._jumpToSlice(ranking[0])
+        self.ui.statusLabel.text = ("Most uncertain slices: " + ", ".join(map(str, ranking[:5])) +
+                                    f". Showing slice {ranking[0]}; correct it, then mark it.")

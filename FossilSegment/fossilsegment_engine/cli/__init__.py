@@ -11,6 +11,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import Cancelled, FossilSegmentError
+from . import _progress
 
 #: sub-command modules, in help order
 COMMANDS = ("segment", "batch", "phantom", "demo", "train", "evaluate", "calibrate", "finetune", "learn", "bench")
@@ -24,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fossilsegment {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument("--progress", default="bar", choices=_progress.MODES,
+                        help="bar: progress bars on stderr; jsonl: one JSON line per update on stdout "
+                             '({"phase", "done", "total"}), and errors as {"error": message} (for programs)')
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -41,14 +45,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    _progress.set_mode(args.progress)
     try:
         return int(args.func(args) or 0)
     except FossilSegmentError as exc:
-        print(f"fossilsegment: error: {exc}", file=sys.stderr)
+        _report(f"{exc}", "error")
         return 2
     except (Cancelled, KeyboardInterrupt):
-        print("fossilsegment: cancelled; nothing was written", file=sys.stderr)
+        _report("cancelled; nothing was written", "cancelled")
         return 130
+
+
+def _report(message: str, kind: str) -> None:
+    """The one-line outcome on stderr, and as ``{kind: message}`` on stdout in ``--progress jsonl`` mode."""
+    print(f"fossilsegment: {'error: ' if kind == 'error' else ''}{message}", file=sys.stderr)
+    if _progress.json_mode():
+        _progress.emit({kind: message})
 
 
 if __name__ == "__main__":  # pragma: no cover
