@@ -16,12 +16,12 @@ from _slicer_fixture import close_scene, make_scene  # noqa: E402
 slicer = pytest.importorskip("slicer")
 
 from fossilsegment_engine.errors import Cancelled, InputError  # noqa: E402
-from fossilsegment_engine.finetune import FinetuneOptions  # noqa: E402
+from fossilsegment_engine.finetune.learn import LearnOptions  # noqa: E402
 from FossilSegmentLib.logic import FossilSegmentLogic  # noqa: E402
 from FossilSegmentLib.corrections import HASH_ATTRIBUTE  # noqa: E402
 
 FAST = dict(minIslandVoxels=0, fillHoles=False, device="cpu")
-TUNE = FinetuneOptions(max_steps=3, batch_size=2, crop=32, eval_every=2, device="cpu")
+TUNE = LearnOptions(max_minutes=1.0, finetune_steps=3, device="cpu")
 OBLIQUE = np.array([[0.0, -0.6, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 1.5, 3.0], [0, 0, 0, 1.0]])
 
 
@@ -76,7 +76,7 @@ def test_learning_never_changes_corrected_slices(scene, tiny_model_dir):
     before = logic.segmentationLabelArray(segNode, volumeNode, classes)
     calls = []
     out = logic.learnFromCorrections(volumeNode, segNode, [2, 5], model=str(tiny_model_dir), device="cpu",
-                                     progress=lambda d, t: calls.append(d), finetuneOptions=TUNE,
+                                     progress=lambda d, t: calls.append(d), learnOptions=TUNE,
                                      minIslandVoxels=0, fillHoles=False)
     assert out is segNode and notes in segNode.GetSegmentation().GetSegmentIDs()
     after = logic.segmentationLabelArray(segNode, volumeNode, classes)
@@ -98,12 +98,12 @@ def test_learning_cancel_and_bad_input(scene, tiny_model_dir):
     token = threading.Event()
     with pytest.raises(Cancelled):
         logic.learnFromCorrections(volumeNode, segNode, [4], model=str(tiny_model_dir), device="cpu",
-                                   progress=lambda d, t: token.set(), cancel=token, finetuneOptions=TUNE)
+                                   progress=lambda d, t: token.set(), cancel=token, learnOptions=TUNE)
     assert np.array_equal(logic.segmentationLabelArray(segNode, volumeNode, classes), before)
     with pytest.raises(InputError, match="mark at least one"):
-        logic.learnFromCorrections(volumeNode, segNode, [], model=str(tiny_model_dir), finetuneOptions=TUNE)
+        logic.learnFromCorrections(volumeNode, segNode, [], model=str(tiny_model_dir), learnOptions=TUNE)
     with pytest.raises(InputError, match="outside the volume"):
-        logic.learnFromCorrections(volumeNode, segNode, [4, 99], model=str(tiny_model_dir), finetuneOptions=TUNE)
+        logic.learnFromCorrections(volumeNode, segNode, [4, 99], model=str(tiny_model_dir), learnOptions=TUNE)
 
 
 def test_slice_index_and_centre_roundtrip(scene):

@@ -72,7 +72,7 @@ def test_learn_job_keeps_corrected_slices_and_the_model_in_the_parameter_node(sc
     calls = []
     job = logic.startLearning(volumeNode, segNode, model=str(tiny_model_dir), device="cpu", maxMinutes=0.05,
                               minIslandVoxels=0, fillHoles=False)
-    assert [c[0] for c in job.process.commands] == ["finetune", "segment"]
+    assert [c[0] for c in job.process.commands] == ["learn"]
     assert logic.waitJob(progress=lambda d, t: calls.append((d, t))) is segNode
     after = logic.segmentationLabelArray(segNode, volumeNode, classes)
     assert np.array_equal(after[[2, 5]], before[[2, 5]])  # bit-identical

@@ -24,9 +24,6 @@ from fossilsegment_engine.volume import Volume
 from .classes import SegmentClass
 
 HASH_ATTRIBUTE = "FossilSegment.ModelSliceHashes"
-#: progress of "learn from corrections": fine-tuning takes this share of the bar, re-segmenting the rest
-FINETUNE_SHARE = 0.7
-PROGRESS_TOTAL = 1000
 
 
 def sliceHashes(array: np.ndarray) -> list[str]:
@@ -145,33 +142,22 @@ class CorrectionsLogicMixin:
     def runLearning(self, volume: Volume, labels: Volume, correctedSlices: Sequence[int], model: Optional[str] = None,
                     device: str = "auto", maxMinutes: float = 3.0, minIslandVoxels: int = 64, fillHoles: bool = True,
                     progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-                    finetuneOptions: Any = None) -> Volume:
-        """Fine-tune on the corrected slices, re-segment, and keep the corrected slices as they are (any thread)."""
-        from fossilsegment_engine.finetune import FinetuneOptions, finetune_in_memory
+                    learnOptions: Any = None) -> Volume:
+        """Learn from the corrected axial slices and segment the rest (``fossilsegment learn``'s method; any
+        thread, no MRML); the corrected slices come back unchanged. ``learnOptions`` (a ``LearnOptions``) replaces
+        the budget, device and clean-up arguments."""
+        from fossilsegment_engine.finetune import annotations_from_labelmap
+        from fossilsegment_engine.finetune.learn import LearnOptions, learn_and_segment
         from fossilsegment_engine.inference.postprocess import PostprocessOptions
-        from fossilsegment_engine.inference.segmenter import Segmenter
 
-        ks = sorted({int(k) for k in correctedSlices})
-        opts = finetuneOptions or FinetuneOptions(max_minutes=float(maxMinutes), device=device)
-
-        def tuneProgress(done: int, total: int) -> None:
-            if progress is not None:
-                progress(int(FINETUNE_SHARE * PROGRESS_TOTAL * done / max(total, 1)), PROGRESS_TOTAL)
-
-        def segProgress(done: int, total: int) -> None:
-            if progress is not None:
-                share = FINETUNE_SHARE + (1 - FINETUNE_SHARE) * done / max(total, 1)
-                progress(int(share * PROGRESS_TOTAL), PROGRESS_TOTAL)
-
-        result = finetune_in_memory(volume, labels, ks, model or None, opts, tuneProgress, cancel)
-        segmenter = Segmenter.from_module(result.module, result.config, device=opts.device)
-        predicted = segmenter.predict(volume, progress=segProgress, cancel=cancel,
-                                      postprocess=PostprocessOptions(int(minIslandVoxels), bool(fillHoles)))
+        annotations = annotations_from_labelmap(labels, [(0, int(k)) for k in sorted(set(correctedSlices))])
+        opts = learnOptions or LearnOptions(max_minutes=float(maxMinutes), device=device,
+                                            postprocess=PostprocessOptions(int(minIslandVoxels), bool(fillHoles)))
+        result = learn_and_segment(volume, annotations, model or None, opts, progress, cancel)
         check_cancelled(cancel)
-        merged = np.array(predicted.array, copy=True)
-        merged[ks] = labels.array[ks]  # the user's slices are never changed by the model
-        self.finetuned = (result.module, result.config)
-        return volume.with_array(merged, finetune_report=result.report)
+        if result.finetuned is not None:
+            self.finetuned = (result.finetuned.module, result.finetuned.config)
+        return result.labels
 
     def applyLearning(self, merged: Volume, volumeNode, segmentationNode, classes: Sequence[SegmentClass]):
         """Write the merged labelmap back into the segmentation (segments of ``classes`` replaced)."""

@@ -20,7 +20,7 @@ MODEL_FOLDER = "model"
 #: bar share of each progress phase the engine reports (``--progress jsonl`` ``phase`` names)
 PHASE_WEIGHTS = {
     "segment": {"segmenting": 10, "cleaning up": 1},
-    "learn": {"fine-tuning": 23, "segmenting": 6, "cleaning up": 1},  # fine-tuning ≈ 3/4 of a learn's time
+    "learn": {"learning": 1},
     "uncertainty": {"segmenting": 10, "cleaning up": 1, "uncertainty": 10},
 }
 
@@ -46,12 +46,13 @@ def segmentCommands(model: Optional[str] = None, device: str = "auto", batchSize
 
 def learnCommands(correctedSlices: Sequence[int], model: Optional[str] = None, device: str = "auto",
                   maxMinutes: float = 3.0, minIslandVoxels: int = 64, fillHoles: bool = True) -> list[list[str]]:
-    """Fine-tune on VOLUME_FILE + LABELS_FILE's corrected slices into MODEL_FOLDER, then segment with it into
-    RESULT_FILE. (One place to switch to a single ``learn`` command.)"""
-    slices = ",".join(str(int(k)) for k in sorted(set(correctedSlices)))
-    tune = ["finetune", VOLUME_FILE, LABELS_FILE, "--slices", slices, "-o", MODEL_FOLDER,
-            "--max-minutes", str(float(maxMinutes)), *modelOptions(model, device)]
-    return [tune] + segmentCommands(MODEL_FOLDER, device, minIslandVoxels=minIslandVoxels, fillHoles=fillHoles)
+    """``learn`` from VOLUME_FILE + LABELS_FILE's corrected (axial) slices into RESULT_FILE, the corrected slices
+    unchanged; the network it fine-tuned is kept in MODEL_FOLDER (for Suggest and later runs)."""
+    slices = ",".join(f"k{int(k)}" for k in sorted(set(correctedSlices)))
+    cmd = ["learn", VOLUME_FILE, LABELS_FILE, "--slices", slices, "--labelmap", RESULT_FILE,
+           "--save-model", MODEL_FOLDER, "--max-minutes", str(float(maxMinutes)), *modelOptions(model, device),
+           "--min-island", str(int(minIslandVoxels))]
+    return [cmd + ([] if fillHoles else ["--no-fill-holes"])]
 
 
 def uncertaintyCommands(model: Optional[str] = None, device: str = "auto", method: Optional[str] = None,

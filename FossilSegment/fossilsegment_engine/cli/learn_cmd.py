@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, default=3.0, metavar="N",
                    help="time budget (default 3): about half fine-tunes the network, the rest classifies the scan")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--min-island", type=int, default=64, metavar="VOXELS",
+                   help="remove predicted pieces smaller than this (default 64; corrected slices are kept as drawn)")
+    p.add_argument("--no-fill-holes", action="store_true", help="do not fill cavities enclosed inside bone")
     p.add_argument("--save-model", type=Path, default=None, metavar="DIR",
                    help="also save a model fine-tuned on the corrected axial (k) slices, for `segment --model DIR` "
                         "on other scans of the specimen")
@@ -84,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
     log.info("input %s: %s voxels (k, j, i); corrected slices %s; model %s", args.volume, volume.shape,
              ",".join(names), config.name)
 
-    options = LearnOptions(max_minutes=args.max_minutes, device=args.device, seed=args.seed)
+    from ..inference.postprocess import PostprocessOptions
+
+    options = LearnOptions(max_minutes=args.max_minutes, device=args.device, seed=args.seed,
+                           postprocess=PostprocessOptions(min_island_voxels=args.min_island,
+                                                          fill_holes=not args.no_fill_holes))
     with progress_bar("learning", percent=True) as progress:
         result = learn_and_segment(volume, annotations, model=args.model, options=options, progress=progress,
                                    cancel=None)
