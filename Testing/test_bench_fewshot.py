@@ -36,7 +36,7 @@ def test_sdf_interpolation_recovers_a_linear_blend() -> None:
     assert dice > 0.98 and iou > 0.96
     assert np.array_equal(pred[[0, 20]], truth[[0, 20]])  # annotated slices come back unchanged
     # beyond the annotated range the nearest annotated slice is copied
-    pred = bench.sdf_interpolate(sparse[:, :, :], [20], (1.0, 1.0, 1.0))
+    pred = bench.sdf_interpolate(sparse, [20], (1.0, 1.0, 1.0))
     assert all(np.array_equal(pred[k], truth[20]) for k in range(21))
 
 
