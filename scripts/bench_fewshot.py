@@ -5,7 +5,7 @@ For 1, 3, 5 and 10 evenly spaced annotated axial slices (spread over the slices 
 the same volume and the same annotated slices and is scored over the *unannotated* slices (foreground = label > 0):
 
 (a) the model unchanged; (b0) fine-tune + segment (``finetune_in_memory`` + ``Segmenter``, the recipe to beat);
-(b) the new method (``fossilsegment_engine.finetune.learn.learn_and_segment``; skipped with a message when absent);
+(b) the new method (``fossilsegment_engine.finetune.learn.learn_and_segment``, what ``fossilsegment learn`` runs);
 (c) ITK morphological contour interpolation; (c2) signed-distance interpolation between annotated slices;
 (d) Biomedisa smart interpolation (run with ``--biomedisa-python``, a separate venv); (e) a random forest on
 scikit-image multiscale features, trained on the annotated slices' pixels.
@@ -157,13 +157,15 @@ def random_forest(image: np.ndarray, sparse: np.ndarray, ks: list[int], max_samp
     return out
 
 
-def learn_adapter(volume, labels, ks: list[int], model: str | None) -> np.ndarray:
-    """(b): the engine's new few-shot method. Raises :class:`Unavailable` when it is not in the engine."""
-    try:
-        from fossilsegment_engine.finetune.learn import learn_and_segment
-    except ImportError as exc:
-        raise Unavailable(f"(b) not available: fossilsegment_engine.finetune.learn.learn_and_segment ({exc})") from exc
-    return np.asarray(learn_and_segment(volume, labels, ks, model=model).labels)
+def learn_adapter(volume, labels, ks: list[int], args: argparse.Namespace) -> np.ndarray:
+    """(b): the engine's few-shot method (``fossilsegment learn``) on the annotated axial slices ``ks``."""
+    from fossilsegment_engine.finetune import annotations_from_labelmap
+    from fossilsegment_engine.finetune.learn import LearnOptions, learn_and_segment
+
+    extra = {} if args.max_steps is None else {"finetune_steps": args.max_steps}
+    options = LearnOptions(max_minutes=args.max_minutes, device=args.device, **extra)
+    annotations = annotations_from_labelmap(labels, [(0, k) for k in ks])
+    return np.asarray(learn_and_segment(volume, annotations, model=args.model, options=options).labels.array)
 
 
 def run_method(method: str, work: Path, ks: list[int], args: argparse.Namespace) -> np.ndarray:
@@ -185,7 +187,7 @@ def run_method(method: str, work: Path, ks: list[int], args: argparse.Namespace)
     volume = Volume(image, **geometry)
     labels = volume.with_array(sparse)
     if method == "b":
-        return learn_adapter(volume, labels, ks, args.model)
+        return learn_adapter(volume, labels, ks, args)
     from fossilsegment_engine.inference.segmenter import Segmenter
     from fossilsegment_engine.models import load_model
 
@@ -288,8 +290,8 @@ def main() -> None:
     ap.add_argument("--counts", default="1,3,5,10")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--model", default=None, help="model name or folder (default: the bundled default model)")
-    ap.add_argument("--max-minutes", type=float, default=3.0, help="fine-tune budget of (b0)")
-    ap.add_argument("--max-steps", type=int, default=None, help="fine-tune steps of (b0) (default: FinetuneOptions')")
+    ap.add_argument("--max-minutes", type=float, default=3.0, help="time budget of (b0) and (b)")
+    ap.add_argument("--max-steps", type=int, default=None, help="fine-tune steps of (b0) and (b) (default: their options')")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--biomedisa-python", default=None, help="python of a venv with biomedisa; (d) is skipped without")
