@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark a model on the phantom test split (+ baselines) and the real paddlefish slice; write BENCHMARKS.md.
 
-    python scripts/benchmark_default_model.py [--model fossil-bone-v2] --data-root DATA [--device auto]
+    python scripts/benchmark_default_model.py [--model fossil-bone-v2.1] --data-root DATA [--device auto]
         [--md BENCHMARKS.md] [--assets docs/benchmarks]
 
 DATA is a folder from scripts/make_training_data.py (test_seen/, test_heldout/, recipe.json). Runs
