@@ -102,7 +102,7 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         *bone_table(groups), "",
         "### Bone mean Dice by phantom family", "", *family_table(report), "",
         "Baselines: " + (report.get("baseline_note") or ""), "",
-        f"All classes (Tooth, Fossil = any non-background) and every specimen: [{assets}/report.md]({assets}/report.md), "
+        f"Every class and every specimen: [{assets}/report.md]({assets}/report.md), "
         f"[{assets}/report.json]({assets}/report.json).", "",
         "## Figure", "",
         f"![test slices]({assets}/figure.png)", "",
