@@ -70,6 +70,7 @@ def test_demo_gives_a_real_segmentation(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     dice = float(out.split("Bone: Dice ")[1].split()[0])
     assert dice > 0.4, out
+    assert "Tooth" not in out  # the bundled default is bone-only: no class it does not predict
     names = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {"demo.seg.nrrd", "demo_labelmap.nrrd", "demo_overlay.png", "stl"} <= names
 

@@ -61,17 +61,29 @@ def test_evaluate_writes_report_and_figure(tmp_path: Path, tiny_model_dir: Path)
     assert report["specimens"][0]["metrics"]["model"]["Bone"]["slices"] >= 0
 
 
-@pytest.mark.parametrize("case", ["geometry", "labels", "empty"])
+@pytest.mark.parametrize("case", ["geometry", "empty"])
 def test_evaluate_bad_input_writes_nothing(tmp_path: Path, tiny_model_dir: Path, case: str) -> None:
     from fossilsegment_engine.training.evaluate import evaluate
 
     data = tmp_path / "data"
     if case == "geometry":
         write_specimen(data, 1, label_spacing=(0.5, 0.7, 1.0))
-    elif case == "labels":
-        write_specimen(data, 1, teeth=True)
     else:
         data.mkdir()
     with pytest.raises(InputError):
         evaluate(tiny_model_dir, [data], out_dir=tmp_path / "report", device="cpu")
     assert not (tmp_path / "report").exists()
+
+
+def test_evaluate_bone_only_model_on_specimen_with_teeth(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Teeth in the truth count as background for a bone-only model: Bone is scored on label 1 alone."""
+    import SimpleITK as sitk
+
+    from fossilsegment_engine.training.evaluate import evaluate
+
+    folder = write_specimen(tmp_path / "data" / "s1", 1, teeth=True)
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels.nrrd")))
+    assert (truth == 2).any()
+    report = evaluate(tiny_model_dir, [tmp_path / "data"], device="cpu")
+    bone = report["specimens"][0]["metrics"]["model"]["Bone"]
+    assert bone["truth_voxels"] == int((truth == 1).sum())

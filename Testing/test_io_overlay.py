@@ -47,3 +47,23 @@ def test_overlay_without_views_and_refusing_existing(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="exists"):
         write_overlay_png(vol, labels, path, CLASSES)
     assert path.read_bytes() == b"old"
+
+
+def test_overlay_truth_outlined_over_prediction_fill() -> None:
+    from fossilsegment_engine.io.overlay import TRUTH_COLOR, display_color
+    from fossilsegment_engine.errors import InputError
+
+    vol, labels = _pair()
+    truth = Volume(np.roll(labels.array, 6, axis=2), labels.spacing)  # truth shifted: both colours visible
+    rgb = render_overlay(vol, labels, CLASSES, n_slices=1, views=False, panel_size=32, truth=truth).astype(int)
+    cyan = (np.abs(rgb - np.array(TRUTH_COLOR) * 255).sum(axis=2) == 0)
+    fill = display_color(1)
+    orange = (rgb[..., 0] - rgb[..., 2] > 60) & (rgb[..., 1] > rgb[..., 2])
+    assert cyan.any() and orange.any()
+    panel = rgb[4:36, 4:36]
+    cy, cx = 16, 16  # ball centre: predicted (filled) and inside the shifted truth (not on its outline)
+    assert panel[cy, cx, 0] > panel[cy, cx, 2] + 60 and fill[0] > fill[2]
+    plain = render_overlay(vol, labels, CLASSES, n_slices=1, views=False, panel_size=32)
+    assert not (np.abs(plain.astype(int) - np.array(TRUTH_COLOR) * 255).sum(axis=2) == 0).any()
+    with pytest.raises(InputError, match="truth shape"):
+        render_overlay(vol, labels, CLASSES, truth=Volume(labels.array[:-1]))

@@ -11,7 +11,7 @@ Then, for the unchanged model, each uncertainty method (tta, views, softmax): AU
 for the voxels the model gets wrong, and Spearman correlation between a slice's mean uncertainty and its number
 of wrong voxels. Prints markdown tables; no assertions.
 
-    python scripts/bench_finetune.py --model Resources/Models/fossil-bone-v2 --size small --seeds 1
+    python scripts/bench_finetune.py --model Resources/Models/fossil-bone-v2.1 --size small --seeds 1
 """
 
 from __future__ import annotations

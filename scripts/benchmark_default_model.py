@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark a model on the phantom test split (+ baselines) and the real paddlefish slice; write BENCHMARKS.md.
 
-    python scripts/benchmark_default_model.py [--model fossil-bone-v2] --data-root DATA [--device auto]
+    python scripts/benchmark_default_model.py [--model fossil-bone-v2.1] --data-root DATA [--device auto]
         [--md BENCHMARKS.md] [--assets docs/benchmarks]
 
 DATA is a folder from scripts/make_training_data.py (test_seen/, test_heldout/, recipe.json). Runs
@@ -102,7 +102,7 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         *bone_table(groups), "",
         "### Bone mean Dice by phantom family", "", *family_table(report), "",
         "Baselines: " + (report.get("baseline_note") or ""), "",
-        f"All classes (Tooth, Fossil = any non-background) and every specimen: [{assets}/report.md]({assets}/report.md), "
+        f"Every class and every specimen: [{assets}/report.md]({assets}/report.md), "
         f"[{assets}/report.json]({assets}/report.json).", "",
         "## Figure", "",
         f"![test slices]({assets}/figure.png)", "",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Generate the synthetic training / test data of the default model (fossil-bone-v2).
+"""Generate the synthetic training / test data of the default model (fossil-bone-v2.1).
 
     python scripts/make_training_data.py --out DATA [--size medium] [--train-seeds 6] [--test-seeds 2]
         [--heldout vertebra] [--heldout-seeds 6]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Segment the real fossil CT slice (paddlefish, no labels) as a one-slice volume and write an overlay PNG.
 
-    python scripts/real_slice_overlay.py [--model fossil-bone-v2] [--input slice_u16.npy] --out overlay.png
+    python scripts/real_slice_overlay.py [--model fossil-bone-v2.1] [--input slice_u16.npy] --out overlay.png
 
 Prints the fraction of pixels per class. The slice has no ground truth: judge the PNG by eye.
 """

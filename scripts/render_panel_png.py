@@ -59,7 +59,7 @@ def main(out: str) -> int:
     # what the widget fills in at run time
     for combo in panel.findChildren(qMRMLNodeComboBox):
         combo.show_node()
-    panel.findChild(QComboBox, "modelComboBox").addItem("fossil-bone-v2 (default)")
+    panel.findChild(QComboBox, "modelComboBox").addItem("fossil-bone-v2.1 (default)")
     panel.findChild(QComboBox, "deviceComboBox").addItem("auto (GPU if available)")
     panel.findChild(QWidget, "installButton").setVisible(False)
     panel.findChild(QWidget, "applyButton").setEnabled(True)

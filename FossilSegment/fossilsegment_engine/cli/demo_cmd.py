@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import check_can_write
 from ..resources import DEMO_LABELS, DEMO_SCAN, resource_path
 from ._progress import progress_bar
 from .segment_cmd import add_model_options, load_segmenter, predict_options
@@ -29,13 +30,16 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.overlay import write_overlay_png
     from ..io.volume_io import read_labelmap, read_volume
     from ..pipeline import Outputs, segment_and_write
 
     out: Path = args.out
+    overlay = out / "demo_overlay.png"
     outputs = Outputs(seg_nrrd=out / "demo.seg.nrrd", labelmap=out / "demo_labelmap.nrrd", stl_dir=out / "stl",
-                      overlay_png=out / "demo_overlay.png", force=args.force)
+                      force=args.force)
     outputs.check()
+    check_can_write(overlay, args.force)
     volume = read_volume(resource_path(DEMO_SCAN))
     segmenter = load_segmenter(args)
     print(f"demo scan {resource_path(DEMO_SCAN)}: {volume.shape} voxels; model {segmenter.config.name} "
@@ -49,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         d = dice(record.labelmap.array == cls["value"], truth.array == cls["value"])
         print(f"{cls['name']}: Dice {d:.3f} against the phantom's ground truth")
-    for path in record.written:
+    # The overlay shows what the model predicts against the truth of the classes it has.
+    predicted = [c["value"] for c in segmenter.classes if c["value"] != 0]
+    truth_shown = truth.with_array(np.isin(truth.array, predicted).astype(np.uint8))
+    write_overlay_png(volume, record.labelmap, overlay, segmenter.classes, force=args.force, truth=truth_shown)
+    for path in [*record.written, overlay]:
         print(f"wrote {path}")
+    print(f"{overlay.name}: prediction filled orange, ground truth outlined cyan")
     return 0

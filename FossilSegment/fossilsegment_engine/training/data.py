@@ -113,12 +113,18 @@ def check_labels(labels: np.ndarray, n_classes: int, where: str) -> None:
         )
 
 
-def read_pair(paths: SpecimenPaths, n_classes: int) -> tuple[Volume, Volume]:
-    """Read scan and labels; different geometry or labels outside the classes → ``InputError``."""
+def read_pair(paths: SpecimenPaths, n_classes: int, extra_as_background: bool = False) -> tuple[Volume, Volume]:
+    """Read scan and labels; different geometry or labels outside the classes → ``InputError``.
+
+    ``extra_as_background``: label values ≥ ``n_classes`` (e.g. Tooth for a bone-only model) become 0
+    instead (for scoring a model on the classes it has; the truth of the others is not scored).
+    """
     from ..io.volume_io import read_labelmap, read_volume
 
     volume = read_volume(paths.volume)
     labels = read_labelmap(paths.labels, like=volume)  # geometry mismatch → InputError
+    if extra_as_background and np.issubdtype(labels.array.dtype, np.integer):
+        labels = labels.with_array(np.where(labels.array >= n_classes, 0, labels.array).astype(labels.array.dtype))
     check_labels(labels.array, n_classes, f"specimen {paths.folder}")
     return volume, labels
 

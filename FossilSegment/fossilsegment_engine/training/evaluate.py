@@ -64,7 +64,10 @@ def evaluate(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` (name, folder or ``Segmenter``) on every specimen of ``data_dirs``; returns the report dict."""
+    """Score ``model`` (name, folder or ``Segmenter``) on every specimen of ``data_dirs``; returns the report dict.
+
+    Truth labels of classes the model lacks (e.g. teeth, for a bone-only model) count as background.
+    """
     if out_dir is not None:
         from ..atomic import check_can_write
 
@@ -83,7 +86,7 @@ def evaluate(
     figure_candidates: list[dict[str, Any]] = []
     for n, (data_dir, paths) in enumerate(by_dir):
         check_cancelled(cancel)
-        volume, labels = read_pair(paths, len(classes))
+        volume, labels = read_pair(paths, len(classes), extra_as_background=True)  # e.g. teeth, bone-only model
         truth = labels.array
         info = _phantom_info(paths.folder)
         t0 = time.monotonic()
