@@ -1,6 +1,6 @@
 """Learn from corrected slices and segment the whole volume: shape from the annotations, appearance from the image.
 
-The method (chosen by measurement, docs/benchmarks/fewshot.md):
+The method (chosen by measurement: docs/benchmarks/fewshot_method.md; against its peers: fewshot.md):
 
 1. the network is fine-tuned on the axial annotated slices (:func:`.tune.finetune_in_memory`, part of the budget);
 2. a per-specimen gradient-boosted classifier (scikit-learn ``HistGradientBoostingClassifier``) learns each voxel's
