@@ -38,14 +38,17 @@ log = logging.getLogger(__name__)
 #: training voxels drawn from the annotated slices (uniformly, split evenly between the slices)
 TRAINING_VOXELS = 60_000
 SLAB_VOXELS = 2_000_000  # voxels classified at a time (bounds the features' memory)
+#: the fine-tuning gets what the budget leaves after the estimated classification, within these shares of it
+FINETUNE_SHARE = (0.25, 0.85)
+#: classifying a slice costs about this many times computing its network and image features (priors, trees)
+CLASSIFY_OVERHEAD = 1.5
 
 
 @dataclass
 class LearnOptions:
     """Knobs of :func:`learn_and_segment` (defaults: about 3 minutes for 5 slices of 350×350 on 2 CPU cores)."""
 
-    max_minutes: float = 3.0
-    finetune_share: float = 0.5  # of the budget; the rest is for classifying the volume
+    max_minutes: float = 3.0  # the whole job, classifying the volume included
     finetune_steps: int = 400
     device: str = "auto"
     precision: str = "auto"
@@ -55,8 +58,6 @@ class LearnOptions:
     def __post_init__(self) -> None:
         if not self.max_minutes > 0:
             raise InputError(f"the time budget must be positive, got {self.max_minutes} minutes")
-        if not 0 < self.finetune_share < 1:
-            raise InputError(f"finetune_share must be between 0 and 1, got {self.finetune_share}")
 
 
 @dataclass
@@ -72,6 +73,21 @@ def _classifier(seed: int) -> HistGradientBoostingClassifier:
     # shallow, strongly regularised trees: a few annotated slices are few independent samples
     return HistGradientBoostingClassifier(max_iter=30, learning_rate=0.25, max_leaf_nodes=15, min_samples_leaf=200,
                                           l2_regularization=1.0, early_stopping=False, random_state=seed)
+
+
+def _finetune_minutes(seconds_left: float, parent: NetworkProbabilities, array: np.ndarray) -> float:
+    """The fine-tuning's share of the budget: what is left after classifying the volume, estimated from timing the
+    parent network and the image features on one slab (within FINETUNE_SHARE of the budget)."""
+    n = array.shape[0]
+    size = _slab_size(array.shape)
+    k0 = max(0, n // 2 - size // 2)
+    k1 = min(n, k0 + size)
+    t0 = time.monotonic()
+    _base_features(array, k0, k1, parent)
+    classify = CLASSIFY_OVERHEAD * (time.monotonic() - t0) / (k1 - k0) * n
+    left = seconds_left - (time.monotonic() - t0)
+    lo, hi = FINETUNE_SHARE
+    return float(np.clip(left - classify, lo * left, hi * left)) / 60.0
 
 
 def _slab_size(shape: Sequence[int]) -> int:
@@ -165,16 +181,20 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     paste_annotations(out, anns)
     axial = [a.index for a in anns if a.axis == 0]
     finetuned, tune_report = None, None
+    device = choose_device(opts.device)
+    dtype = resolve_precision(opts.precision, device)
+    intensity = volume_intensity_range(array, config.normalization)
     if axial and np.any(out[axial] > 0):
+        tune_minutes = _finetune_minutes(opts.max_minutes * 60 - (time.monotonic() - t_start),
+                                         NetworkProbabilities(module.to(device), config, device, dtype, intensity),
+                                         array)
         res = finetune_in_memory(volume, volume.with_array(out), axial, (module, config),
-                                 FinetuneOptions(max_minutes=opts.max_minutes * opts.finetune_share,
+                                 FinetuneOptions(max_minutes=tune_minutes,
                                                  max_steps=opts.finetune_steps, device=opts.device,
                                                  precision=opts.precision, seed=opts.seed),
                                  tune_p, cancel)
         module, config, tune_report, finetuned = res.module, res.config, res.report, res
-    device = choose_device(opts.device)
-    net = NetworkProbabilities(module.to(device), config, device, resolve_precision(opts.precision, device),
-                               volume_intensity_range(array, config.normalization))
+    net = NetworkProbabilities(module.to(device), config, device, dtype, intensity)
     spacing_kji = tuple(reversed(volume.spacing))
     rng = np.random.default_rng(opts.seed)
     t0 = time.monotonic()
