@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, metavar="OUT.seg.nrrd", help="Slicer segmentation file")
     p.add_argument("--model", default=None, metavar="NAME|DIR", help="model to start from (default: the default model)")
     p.add_argument("--max-minutes", type=float, default=3.0, metavar="N",
-                   help="time budget (default 3): about half fine-tunes the network, the rest classifies the scan")
+                   help="time budget of the whole job (default 3): the network is fine-tuned for what classifying "
+                        "the scan leaves of it")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--min-island", type=int, default=64, metavar="VOXELS",
                    help="remove predicted pieces smaller than this (default 64; corrected slices are kept as drawn)")
