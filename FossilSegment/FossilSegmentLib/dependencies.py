@@ -16,6 +16,8 @@ REQUIREMENTS = {
     "tifffile": "tifffile",
     "slicerio": "slicerio",
     "nrrd": "pynrrd",
+    "skimage": "scikit-image",  # Learn from corrections: image features
+    "sklearn": "scikit-learn",  # Learn from corrections: the per-specimen classifier
 }
 
 
