@@ -6,54 +6,50 @@ over the window's bone and matrix voxels (air excluded). Prints, per specimen an
 voxels with d' < 0.5 (as good as invisible by intensity) and < 1, and the median d'. Texture (pores, cortex)
 can still tell some of them apart, so this is a rough guide to how learnable the labels are, not a bound.
 
-    python scripts/phantom_visibility.py --data /work/fossil_data_v3/test_seen /work/fossil_data_v3/test_heldout
+    python scripts/phantom_visibility.py --data DATA/test_seen DATA/test_heldout
+    python scripts/phantom_visibility.py --seeds 0 1 2 3 4 5 --size small   # generated with today's generator
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FossilSegment"))
+from fossilsegment_engine.phantom.visibility import bone_visibility  # noqa: E402
 
 
-def windowed_mean(values: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean of ``values`` over ``mask`` in each window, share of the window in ``mask``)."""
-    share = ndimage.uniform_filter(mask.astype(np.float32), size)
-    total = ndimage.uniform_filter(np.where(mask, values, 0).astype(np.float32), size)
-    return total / np.maximum(share, 1e-6), share
 
+def _specimens(args: argparse.Namespace):
+    """(name, ct array, labels array) from specimen folders and/or generated phantoms."""
+    from fossilsegment_engine import phantom
+    from fossilsegment_engine.io import read_volume
 
-def bone_visibility(ct: np.ndarray, labels: np.ndarray, size: int = 9) -> np.ndarray:
-    """d' of every bone voxel (label 1) whose window holds enough bone and matrix (≥ 5 % each)."""
-    v = ct.astype(np.float32)
-    bone = labels == 1
-    matrix = (labels == 0) & (v > np.percentile(v, 1) + 1)  # not the air around a block
-    mean_b, share_b = windowed_mean(v, bone, size)
-    mean_m, share_m = windowed_mean(v, matrix, size)
-    sq_m, _ = windowed_mean(v * v, matrix, size)
-    sd_m = np.sqrt(np.maximum(sq_m - mean_m**2, 1e-6))
-    ok = bone & (share_b > 0.05) & (share_m > 0.05)
-    return np.abs(mean_b - mean_m)[ok] / sd_m[ok]
+    for folder in args.data:
+        for spec in sorted(d for d in folder.iterdir() if (d / "labels.nrrd").is_file()):
+            yield spec.name, read_volume(spec / "volume.nrrd").array, read_volume(spec / "labels.nrrd").array
+    for seed in args.seeds:
+        ct, labels, info = phantom.generate(seed, args.size)
+        yield f"{info['family']}_s{seed}", ct.array, labels.array
 
 
 def main() -> int:
-    from fossilsegment_engine.io import read_volume
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="folders of specimen folders")
+    p.add_argument("--data", type=Path, nargs="*", default=[], help="folders of specimen folders")
+    p.add_argument("--seeds", type=int, nargs="*", default=[], help="phantom seeds to generate (today's generator)")
+    p.add_argument("--size", default="small", help="size of the generated phantoms")
     p.add_argument("--window", type=int, default=9)
     args = p.parse_args()
     rows = []
     print("| specimen | d' < 0.5 | d' < 1 | median d' |\n|---|---|---|---|")
-    for folder in args.data:
-        for spec in sorted(d for d in folder.iterdir() if (d / "labels.nrrd").is_file()):
-            d = bone_visibility(read_volume(spec / "volume.nrrd").array, read_volume(spec / "labels.nrrd").array,
-                                args.window)
-            if d.size:
-                rows.append(((d < 0.5).mean(), (d < 1).mean(), np.median(d)))
-                print(f"| {spec.name} | {rows[-1][0]:.3f} | {rows[-1][1]:.3f} | {rows[-1][2]:.2f} |", flush=True)
+    for name, ct, labels in _specimens(args):
+        d = bone_visibility(ct, labels, args.window)
+        if d.size:
+            rows.append(((d < 0.5).mean(), (d < 1).mean(), np.median(d)))
+            print(f"| {name} | {rows[-1][0]:.3f} | {rows[-1][1]:.3f} | {rows[-1][2]:.2f} |", flush=True)
     if rows:
         a = np.mean(np.array(rows), axis=0)
         print(f"| **mean** | {a[0]:.3f} | {a[1]:.3f} | {a[2]:.2f} |")

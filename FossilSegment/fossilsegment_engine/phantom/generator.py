@@ -12,12 +12,12 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume
 from . import artifacts
-from .grid import Grid, distance_outside
+from .grid import Grid, distance_outside, upsample_linear
 from .matrix import block, cracks, inclusions, rock, voids
-from .shapes import FAMILY_BUILDERS
-from .texture import bone_and_tooth, cavity_fill, contrast_floor, rind
+from .shapes import FAMILY_BUILDERS, Parts
+from .texture import bone_and_tooth, cavity_fill, contrast_floor, local_contrast_floor, rind
 
-GENERATOR_VERSION = "phantom-2"
+GENERATOR_VERSION = "phantom-3"
 FAMILIES: tuple[str, ...] = tuple(FAMILY_BUILDERS)
 #: size name -> array shape (k, j, i)
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -27,6 +27,8 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 #: label values
 MATRIX, BONE, TOOTH = 0, 1, 2
+#: share of specimens imaged at higher resolution, and how much higher (anatomy zoom, log-uniform)
+ZOOMED_SHARE, ZOOM_RANGE = 0.5, (1.5, 3.5)
 
 
 def _check(seed: int, size: str, family: str | None) -> None:
@@ -54,8 +56,9 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
     spacing = (si, si, sk)
     origin = tuple(float(v) for v in rng.uniform(-50.0, 50.0, 3))
     grid = Grid(shape, az=sk / si)
+    zoom = 1.0 if rng.random() >= ZOOMED_SHARE else float(np.exp(rng.uniform(*np.log(ZOOM_RANGE))))
 
-    parts = FAMILY_BUILDERS[family](grid, rng, teeth)
+    parts = _anatomy(family, grid, rng, teeth, zoom)
     in_block, block_info = block(grid, rng)
     st = artifacts.scanner_settings(rng)
     contrast, high_z = st["contrast"], st["high_z_factor"]
@@ -85,6 +88,9 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
     blur = (st["blur_sigma_k_vox"], st["blur_sigma_vox"], st["blur_sigma_vox"])
     floor_info = contrast_floor(rng, att, labels == BONE, near, st["noise"], blur)
     del dist, near
+    rock_seen = (labels == MATRIX) & in_block & ~(crack | pyrite | void) & (att > 0.2)
+    floor_info.update(local_contrast_floor(att, labels == BONE, rock_seen, st["noise"], blur))
+    del rock_seen
     del solid_att, matrix_att
     calcite = 1.0 + rng.uniform(0.15, 0.6) * high_z
     att[crack] = np.float32(calcite) + np.float32(0.02) * rng.standard_normal(int(crack.sum()), dtype=np.float32)
@@ -107,6 +113,7 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
         "spacing": list(spacing),
         "origin": list(origin),
         "teeth": bool(teeth),
+        "anatomy_zoom": round(zoom, 3),
         "bone_fraction": round(float((labels == BONE).sum()) / n_vox, 5),
         "tooth_fraction": round(float((labels == TOOTH).sum()) / n_vox, 5),
         "labels": {"0": "matrix/air", "1": "bone", "2": "tooth"},
@@ -122,6 +129,21 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
     meta = {"source": "fossilsegment phantom", "seed": int(seed), "family": family}
     volume = Volume(ct, spacing=spacing, origin=origin, meta=meta)
     return volume, volume.with_array(labels), info
+
+
+def _anatomy(family: str, grid: Grid, rng: np.random.Generator, teeth: bool, zoom: float) -> Parts:
+    """The family's anatomy; with ``zoom`` > 1 built on a coarser grid and upsampled, so every part is
+    ``zoom`` times thicker in voxels (a specimen scanned at higher resolution: thin parts 1–3 voxels at
+    zoom 1, up to ~10 at 3.5)."""
+    if zoom == 1.0:
+        return FAMILY_BUILDERS[family](grid, rng, teeth)
+    coarse = Grid(tuple(max(8, round(n / zoom)) for n in grid.shape), az=grid.az, scale=grid.scale)
+    parts = FAMILY_BUILDERS[family](coarse, rng, teeth)
+
+    def up(mask: np.ndarray) -> np.ndarray:
+        return upsample_linear(mask.astype(np.float32), grid.shape) > 0.5
+
+    return Parts(up(parts.bone), up(parts.tooth), up(parts.cavity), up(parts.cancellous), parts.params)
 
 
 def _inside(mask: np.ndarray, grid: Grid, c: np.ndarray) -> bool:

@@ -17,13 +17,14 @@ FAR = np.float32(1e4)  # "no shape here" distance
 class Grid:
     """The voxel lattice of one phantom and helpers to evaluate fields on sub-boxes of it."""
 
-    def __init__(self, shape: tuple[int, int, int], az: float = 1.0) -> None:
+    def __init__(self, shape: tuple[int, int, int], az: float = 1.0, scale: float | None = None) -> None:
         self.shape = tuple(int(n) for n in shape)
         self.az = float(az)
         nk, nj, ni = self.shape
         self.extent = np.array([nk * self.az, nj, ni], dtype=float)  # (z, y, x) size
         self.centre = (self.extent - np.array([self.az, 1.0, 1.0])) / 2.0
-        self.scale = float(min(nj, ni)) / 96.0  # 1.0 for "small"
+        # feature sizes in voxels scale with this; 1.0 for "small" unless given
+        self.scale = float(min(nj, ni)) / 96.0 if scale is None else float(scale)
 
     def empty(self) -> np.ndarray:
         """A distance field with nothing in it."""
