@@ -73,21 +73,21 @@ def attributeChanges(changed: np.ndarray) -> list[SliceRef]:
     axial slice gives that k; an edit on one sagittal or coronal slice gives that i or j, not the axial slices it
     crosses; a 3D edit gives the slices of its thinnest direction (k first)."""
     changed = np.asarray(changed, dtype=bool)
-    if not changed.any():
+    touched = [np.flatnonzero(changed.any(axis=tuple(d for d in range(3) if d != axis))) for axis in range(3)]
+    if not touched[0].size:
         return []
-    # work inside the box of the changes (a copy, cleared as voxels are given to slices)
-    lo = [int(np.flatnonzero(changed.any(axis=tuple(d for d in range(3) if d != axis)))[0]) for axis in range(3)]
-    hi = [int(np.flatnonzero(changed.any(axis=tuple(d for d in range(3) if d != axis)))[-1]) + 1 for axis in range(3)]
-    left = np.array(changed[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    lo = [int(t[0]) for t in touched]
+    # a copy of the box of the changes, cleared as its voxels are given to slices
+    left = np.array(changed[tuple(slice(int(t[0]), int(t[-1]) + 1) for t in touched)])
     counts = [left.sum(axis=tuple(d for d in range(3) if d != axis)).astype(np.int64) for axis in range(3)]
     out: list[SliceRef] = []
     while True:
-        best = max(range(3), key=lambda axis: (int(counts[axis].max()), -axis))  # argmax: the lowest index
-        index = int(np.argmax(counts[best]))
+        best = max(range(3), key=lambda axis: (int(counts[axis].max()), -axis))
+        index = int(np.argmax(counts[best]))  # the first of equal counts
         if counts[best][index] == 0:
             return sorted(out)
         out.append((best, lo[best] + index))
-        plane = np.take(left, index, axis=best)  # 2D, the other two axes in order
+        plane = np.take(left, index, axis=best)  # 2D: the other two axes, in order
         others = [d for d in range(3) if d != best]
         counts[others[0]] -= plane.sum(axis=1)
         counts[others[1]] -= plane.sum(axis=0)
