@@ -262,6 +262,8 @@ def test_oblique_and_outside_views_mark_nothing(scene):
     view[:3, 3] = logic.sliceCenterRAS(volumeNode, (1, 12)) + 40 * aligned[:3, 2] / np.linalg.norm(aligned[:3, 2])
     with pytest.raises(InputError, match=r"outside the volume \(slice j\d+; its j slices are 0..31\)"):
         logic.sliceRefInView(volumeNode, view)
+    with pytest.raises(InputError, match="select the input volume"):
+        logic.sliceRefInView(None, aligned)
 
 
 def test_uncertainty_node_and_suggestions(scene, tiny_model_dir):

@@ -199,6 +199,8 @@ class CorrectionsLogicMixin:
     def sliceRefInView(self, volumeNode, sliceToRAS: np.ndarray) -> SliceRef:
         """The slice ``(axis, index)`` a slice view shows (its 4x4 SliceToRAS): the volume axis its normal is
         parallel to (within ``ALIGNED_DEGREES``) and the index at its offset. An oblique view → InputError."""
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise InputError("select the input volume first")
         sliceToRAS = np.asarray(sliceToRAS, dtype=float)
         normal = sliceToRAS[:3, 2] / np.linalg.norm(sliceToRAS[:3, 2])
         worldToIJK = self._worldToIJK(volumeNode)

@@ -167,7 +167,8 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.fitRoiButton.enabled = bool(p.inputVolume) and not running
         hasResult = bool(p.outputSegmentation) and not running
         for w in (self.ui.editInSegmentEditorButton, self.ui.show3DButton, self.ui.exportStlButton,
-                  self.ui.markSliceButton, self.ui.proposeSlicesButton, self.ui.removeSliceButton):
+                  self.ui.markSliceButton, self.ui.markViewComboBox, self.ui.proposeSlicesButton,
+                  self.ui.removeSliceButton):
             w.enabled = hasResult
         kind = self.logic.job.kind if running else None
         self.ui.learnButton.text = "Cancel" if kind == "learn" else "Learn from corrections"
@@ -389,7 +390,8 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The slice views of the layout (Red, Yellow, Green, …), keeping the chosen one."""
         combo, chosen = self.ui.markViewComboBox, self.ui.markViewComboBox.currentText
         combo.clear()
-        names = list(slicer.app.layoutManager().sliceViewNames())
+        layout = slicer.app.layoutManager()  # None without a main window
+        names = list(layout.sliceViewNames()) if layout is not None else []
         combo.addItems(names)
         combo.currentIndex = names.index(chosen) if chosen in names else 0
 
@@ -421,8 +423,9 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Cannot compare with the model's result.", waitCursor=True):
             changed = self.logic.changedSlices(p.outputSegmentation, p.inputVolume, self.logic.classesOf(p.model or None))
             self._addCorrectedSlices(changed)
-            self.ui.statusLabel.text = (f"Edited since the model ran: slice(s) {', '.join(map(sliceRefName, changed))}."
-                                        if changed else "No slice was edited since the model ran.")
+            names = ", ".join(map(sliceRefName, changed))
+            self.ui.statusLabel.text = (f"Edited since the model ran: slice(s) {names}." if changed
+                                        else "No slice was edited since the model ran.")
 
     def onRemoveSlices(self) -> None:
         gone = set(toSliceRefs(item.text() for item in self.ui.correctedSlicesList.selectedItems()))
