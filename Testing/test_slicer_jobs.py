@@ -17,6 +17,7 @@ from test_process_job import hold_gil  # noqa: E402
 
 slicer = pytest.importorskip("slicer")
 
+from fossilsegment_engine.errors import InputError  # noqa: E402
 from FossilSegmentLib import job_logic  # noqa: E402
 from FossilSegmentLib.logic import FossilSegmentLogic  # noqa: E402
 
@@ -66,16 +67,20 @@ def test_learn_job_keeps_corrected_slices_and_the_model_in_the_parameter_node(sc
     labels[2, 5:25, 5:35] = classes[0].value  # the user's corrections
     labels[5, 10:12, 10:12] = 0
     logic._importLabelmap(labels, volumeNode, segNode, classes)
-    logic.setCorrectedSlices([5, 2])
-    assert logic.correctedSlices() == [2, 5]  # kept in the parameter node (saved with the scene)
+    logic.setCorrectedSlices([5, "k2", (1, 12)])  # axial ints, texts and (axis, index) pairs
+    assert logic.correctedSlices() == [(0, 2), (0, 5), (1, 12)]  # kept in the parameter node (saved with the scene)
+    assert logic.parameterMRMLNode().GetParameter(job_logic.CORRECTED_SLICES) == "k2,k5,j12"
     before = logic.segmentationLabelArray(segNode, volumeNode, classes)
     calls = []
     job = logic.startLearning(volumeNode, segNode, model=str(tiny_model_dir), device="cpu", maxMinutes=0.05,
                               minIslandVoxels=0, fillHoles=False)
     assert [c[0] for c in job.process.commands] == ["learn"]
+    command = job.process.commands[0]
+    assert command[command.index("--slices") + 1] == "k2,k5,j12"
     assert logic.waitJob(progress=lambda d, t: calls.append((d, t))) is segNode
     after = logic.segmentationLabelArray(segNode, volumeNode, classes)
     assert np.array_equal(after[[2, 5]], before[[2, 5]])  # bit-identical
+    assert np.array_equal(after[:, 12], before[:, 12])
     assert calls and [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1] == (1000, 1000)
     model = logic.finetunedModel()
     assert model and os.path.isfile(os.path.join(model, "config.json"))
@@ -87,6 +92,27 @@ def test_learn_job_keeps_corrected_slices_and_the_model_in_the_parameter_node(sc
     assert model in unc.process.commands[0]
     node = logic.waitJob()
     assert node.IsA("vtkMRMLScalarVolumeNode") and slicer.util.arrayFromVolume(node).shape == ct().shape
+
+
+def test_corrected_slices_in_the_parameter_node_and_the_learn_command(scene):
+    from fossilsegment_engine.finetune.annotations import parse_slice_refs
+    from FossilSegmentLib import engine_jobs
+
+    logic = FossilSegmentLogic()
+    node = logic.parameterMRMLNode()
+    assert logic.correctedSlices() == []
+    node.SetParameter(job_logic.CORRECTED_SLICES, "3,10")  # a scene saved when only axial slices were kept
+    assert logic.correctedSlices() == [(0, 3), (0, 10)]
+    logic.setCorrectedSlices([*logic.correctedSlices(), "i120", (1, 40), (0, 3)])
+    assert node.GetParameter(job_logic.CORRECTED_SLICES) == "k3,k10,j40,i120"
+    logic.setCorrectedSlices(set(logic.correctedSlices()) - {(1, 40)})  # Remove
+    assert logic.correctedSlices() == [(0, 3), (0, 10), (2, 120)]
+    node.SetParameter(job_logic.CORRECTED_SLICES, "k3,x4")
+    with pytest.raises(InputError, match="got 'x4'"):
+        logic.correctedSlices()
+    command = engine_jobs.learnCommands([(2, 7), (0, 3), (1, 40), (0, 3)])[0]
+    slices = command[command.index("--slices") + 1]
+    assert slices == "k3,j40,i7" and parse_slice_refs(slices) == [(0, 3), (1, 40), (2, 7)]  # the CLI reads it back
 
 
 def test_engine_errors_come_back_as_one_line_and_nothing_is_left(scene, tiny_model_dir, folders):

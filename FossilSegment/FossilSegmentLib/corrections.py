@@ -1,16 +1,19 @@
-"""Learning from the user's corrected slices and pointing at where to correct next (issue 5). No Qt.
+"""Learning from the user's corrected slices and pointing at where to correct next (issues 5 and 13). No Qt.
 
-Mixed into :class:`.logic.FossilSegmentLogic`. Per-slice hashes of the labelmap the model produced are kept
-on the segmentation node (attribute ``FossilSegment.ModelSliceHashes``) so slices the user edited since are
-found by comparison. ``learnFromCorrections`` = ``prepareCorrections`` (main thread) → ``runLearning``
-(worker thread, no MRML) → ``applyLearning`` (main thread); corrected slices are copied back unchanged.
+Mixed into :class:`.logic.FossilSegmentLogic`. A corrected slice is ``(axis, index)`` with axis 0 k (axial),
+1 j or 2 i of the volume's KJI array; its text is the CLI's (``k10``, ``j40``, ``i120``). The labelmap the model
+produced is kept in a hidden labelmap node referenced by the segmentation node (``MODEL_RESULT_REFERENCE``),
+so slices the user edited since are found by comparison (:meth:`CorrectionsLogicMixin.changedSlices`).
+``learnFromCorrections`` = ``prepareCorrections`` (main thread) → ``runLearning`` (worker thread, no MRML) →
+``applyLearning`` (main thread); corrected slices are copied back unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Optional, Sequence
+import re
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import vtk
@@ -23,11 +26,77 @@ from fossilsegment_engine.volume import Volume
 
 from .classes import SegmentClass
 
+#: a corrected slice: (axis 0 k / 1 j / 2 i, index)
+SliceRef = tuple[int, int]
+#: axis letters, as the engine's ``--slices`` (``finetune.annotations.AXES``; that package imports torch)
+AXES = "kji"
+_REF = re.compile(r"([kji]?)(\d+)")  # one slice as the panel stores it (the engine's parser also takes ranges)
+#: node reference (segmentation → hidden labelmap of the model's last result)
+MODEL_RESULT_REFERENCE = "FossilSegmentModelResult"
+#: attribute of scenes saved before the model result was kept: per-axial-slice hashes only
 HASH_ATTRIBUTE = "FossilSegment.ModelSliceHashes"
+#: a slice view within this angle of a volume axis shows that axis' slices (rounding in matrices)
+ALIGNED_DEGREES = 1.0
+
+
+def toSliceRefs(values: Iterable[Union[int, str, Sequence[int]]]) -> list[SliceRef]:
+    """Sorted unique ``(axis, index)`` from ints (axial), texts (``"k10"``, ``"j40"``, ``"12"``) or pairs."""
+    out: set[SliceRef] = set()
+    for v in values:
+        if isinstance(v, str):
+            for part in filter(None, (p.strip().lower() for p in v.split(","))):
+                m = _REF.fullmatch(part)
+                if m is None:
+                    raise InputError(f"a corrected slice is an axis letter k, j or i and an index (k10, j40, i120; "
+                                     f"a bare number is axial), got {part!r}")
+                out.add((AXES.index(m.group(1) or "k"), int(m.group(2))))
+        elif isinstance(v, (int, np.integer)):
+            out.add((0, int(v)))
+        else:
+            axis, index = v
+            if int(axis) not in (0, 1, 2):
+                raise InputError(f"slice axis must be 0 (k), 1 (j) or 2 (i), got {axis}")
+            out.add((int(axis), int(index)))
+    return sorted(out)
+
+
+def sliceRefName(ref: SliceRef) -> str:
+    """``(1, 40)`` → ``"j40"`` (the CLI's ``--slices`` form)."""
+    return f"{AXES[ref[0]]}{ref[1]}"
+
+
+def attributeChanges(changed: np.ndarray) -> list[SliceRef]:
+    """The slices that explain a boolean KJI mask of changed voxels, along any axis.
+
+    Each changed voxel is given to a slice: repeatedly the slice (of any axis) holding the most changed voxels
+    not yet given is taken (ties: k before j before i, then the lower index), until none is left. An edit on one
+    axial slice gives that k; an edit on one sagittal or coronal slice gives that i or j, not the axial slices it
+    crosses; a 3D edit gives the slices of its thinnest direction (k first)."""
+    changed = np.asarray(changed, dtype=bool)
+    touched = [np.flatnonzero(changed.any(axis=tuple(d for d in range(3) if d != axis))) for axis in range(3)]
+    if not touched[0].size:
+        return []
+    lo = [int(t[0]) for t in touched]
+    # a copy of the box of the changes, cleared as its voxels are given to slices
+    left = np.array(changed[tuple(slice(int(t[0]), int(t[-1]) + 1) for t in touched)])
+    counts = [left.sum(axis=tuple(d for d in range(3) if d != axis)).astype(np.int64) for axis in range(3)]
+    out: list[SliceRef] = []
+    while True:
+        best = max(range(3), key=lambda axis: (int(counts[axis].max()), -axis))
+        index = int(np.argmax(counts[best]))  # the first of equal counts
+        if counts[best][index] == 0:
+            return sorted(out)
+        out.append((best, lo[best] + index))
+        plane = np.take(left, index, axis=best)  # 2D: the other two axes, in order
+        others = [d for d in range(3) if d != best]
+        counts[others[0]] -= plane.sum(axis=1)
+        counts[others[1]] -= plane.sum(axis=0)
+        counts[best][index] = 0
+        left[(slice(None),) * best + (index,)] = False
 
 
 def sliceHashes(array: np.ndarray) -> list[str]:
-    """A short SHA-1 per axial slice ``array[k]`` (shape and dtype included)."""
+    """A short SHA-1 per axial slice ``array[k]`` (the record of scenes saved before issue 13)."""
     return [hashlib.sha1(np.ascontiguousarray(array[k]).tobytes() + str(array.shape[1:]).encode()).hexdigest()[:16]
             for k in range(array.shape[0])]
 
@@ -71,55 +140,100 @@ class CorrectionsLogicMixin:
             out[exported == index] = c.value
         return out
 
-    def rememberModelResult(self, segmentationNode, volumeNode, classes: Sequence[SegmentClass]) -> list[str]:
-        """Store per-slice hashes of what the model just produced, to detect the user's edits later."""
-        hashes = sliceHashes(self.segmentationLabelArray(segmentationNode, volumeNode, classes))
-        segmentationNode.SetAttribute(HASH_ATTRIBUTE, json.dumps({"volume": volumeNode.GetID(), "hashes": hashes}))
-        return hashes
+    def rememberModelResult(self, segmentationNode, volumeNode, classes: Sequence[SegmentClass]):
+        """Keep what the model just produced (a hidden labelmap node referenced by the segmentation, saved with
+        the scene), to find the user's edits later. Returns that node."""
+        labels = self.segmentationLabelArray(segmentationNode, volumeNode, classes)
+        node = segmentationNode.GetNodeReference(MODEL_RESULT_REFERENCE)
+        if node is None:
+            scene = segmentationNode.GetScene()
+            node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode",
+                                           scene.GenerateUniqueName(f"{segmentationNode.GetName()} model result"))
+            node.SetHideFromEditors(True)
+            segmentationNode.SetNodeReferenceID(MODEL_RESULT_REFERENCE, node.GetID())
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(_ijkToRAS(volumeNode)))
+        node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        slicer.util.updateVolumeFromArray(node, labels)
+        segmentationNode.RemoveAttribute(HASH_ATTRIBUTE)  # an older scene's record is superseded
+        return node
 
-    def changedSlices(self, segmentationNode, volumeNode, classes: Sequence[SegmentClass]) -> list[int]:
-        """Axial slices whose segmentation differs from the model's last result (none known → [])."""
-        stored = segmentationNode.GetAttribute(HASH_ATTRIBUTE) if segmentationNode is not None else None
-        if not stored:
+    def changedSlices(self, segmentationNode, volumeNode, classes: Sequence[SegmentClass]) -> list[SliceRef]:
+        """Slices, along any axis, whose segmentation differs from the model's last result (none known → []);
+        see :func:`attributeChanges` for which slice an edit is given to. A scene saved before the model result
+        was kept has per-axial-slice hashes only: the changed axial slices."""
+        if segmentationNode is None:
             return []
-        record = json.loads(stored)
-        now = sliceHashes(self.segmentationLabelArray(segmentationNode, volumeNode, classes))
-        if len(now) != len(record["hashes"]):
+        reference = segmentationNode.GetNodeReference(MODEL_RESULT_REFERENCE)
+        stored = segmentationNode.GetAttribute(HASH_ATTRIBUTE)
+        if (reference is None or reference.GetImageData() is None) and not stored:
             return []
-        return [k for k, (a, b) in enumerate(zip(now, record["hashes"])) if a != b]
+        now = self.segmentationLabelArray(segmentationNode, volumeNode, classes)
+        if reference is not None and reference.GetImageData() is not None:
+            before = slicer.util.arrayFromVolume(reference)
+            return attributeChanges(now != before) if before.shape == now.shape else []
+        hashes = json.loads(stored)["hashes"]
+        return [(0, k) for k, (a, b) in enumerate(zip(sliceHashes(now), hashes)) if a != b] \
+            if len(hashes) == len(now) else []
 
     # ------------------------------------------------------------------ slices and views
-    def sliceIndexAtRAS(self, volumeNode, ras: Sequence[float]) -> int:
-        """The slice index k of the volume at a world RAS point (through the volume's parent transform)."""
+    def sliceIndexAtRAS(self, volumeNode, ras: Sequence[float], axis: int = 0) -> int:
+        """The index along ``axis`` (0 k, 1 j, 2 i) of the volume's slice through a world RAS point (through the
+        volume's parent transform)."""
         ijk = self._worldToIJK(volumeNode) @ np.array([*ras[:3], 1.0])
-        k = int(np.floor(ijk[2] + 0.5))
-        n = volumeNode.GetImageData().GetDimensions()[2]
-        if not 0 <= k < n:
-            raise InputError(f"the slice view is outside the volume (slice {k} of 0..{n - 1})")
-        return k
+        index = int(np.floor(ijk[2 - axis] + 0.5))
+        n = volumeNode.GetImageData().GetDimensions()[2 - axis]
+        if not 0 <= index < n:
+            raise InputError(f"the slice view is outside the volume (slice {AXES[axis]}{index}; its "
+                             f"{AXES[axis]} slices are 0..{n - 1})")
+        return index
 
-    def sliceCenterRAS(self, volumeNode, k: int) -> tuple[float, float, float]:
-        """World RAS position of the centre of slice ``k`` (through the volume's parent transform)."""
+    def sliceCenterRAS(self, volumeNode, ref: Union[int, SliceRef]) -> tuple[float, float, float]:
+        """World RAS position of the centre of slice ``ref`` (``(axis, index)``, or an axial index)."""
+        axis, index = toSliceRefs([ref])[0]
         dims = volumeNode.GetImageData().GetDimensions()
-        ijk = np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, float(k), 1.0])
+        ijk = np.array([(d - 1) / 2 for d in dims] + [1.0])
+        ijk[2 - axis] = float(index)
         point = np.linalg.solve(self._worldToIJK(volumeNode), ijk)
         return tuple(float(v) for v in point[:3])
 
-    def sliceIndexInView(self, volumeNode, sliceToRAS: np.ndarray) -> int:
-        """The slice k a slice view shows (its 4x4 SliceToRAS), refused unless the view is parallel to the
-        volume's slices (the model works on K slices only)."""
-        normal = np.asarray(sliceToRAS)[:3, 2]
-        if abs(float(np.dot(normal / np.linalg.norm(normal), self.sliceNormalRAS(volumeNode)))) < 0.999:
-            raise InputError("the slice view is not parallel to the volume's slices; double-click a slice in the "
-                             "list (or use Reformat) to align it first")
-        return self.sliceIndexAtRAS(volumeNode, np.asarray(sliceToRAS)[:3, 3])
+    def sliceRefInView(self, volumeNode, sliceToRAS: np.ndarray) -> SliceRef:
+        """The slice ``(axis, index)`` a slice view shows (its 4x4 SliceToRAS): the volume axis its normal is
+        parallel to (within ``ALIGNED_DEGREES``) and the index at its offset. An oblique view → InputError."""
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise InputError("select the input volume first")
+        sliceToRAS = np.asarray(sliceToRAS, dtype=float)
+        normal = sliceToRAS[:3, 2] / np.linalg.norm(sliceToRAS[:3, 2])
+        worldToIJK = self._worldToIJK(volumeNode)
+        # the plane "ijk[d] = const" has the gradient of ijk[d] (row d of world → IJK) as its normal
+        cosines = [abs(float(normal @ row)) / np.linalg.norm(row) for row in worldToIJK[:3, :3]]
+        d = int(np.argmax(cosines))
+        angle = float(np.degrees(np.arccos(min(cosines[d], 1.0))))
+        if angle > ALIGNED_DEGREES:
+            raise InputError(f"the slice view is oblique to the volume ({angle:.1f}° from its nearest slices, "
+                             f"{AXES[2 - d]}); nothing marked. Double-click a slice in the list, or rotate the view "
+                             "to the volume's axes (slice view menu, 'Rotate to volume plane'), then mark it")
+        return 2 - d, self.sliceIndexAtRAS(volumeNode, sliceToRAS[:3, 3], axis=2 - d)
+
+    def showSliceInView(self, sliceNode, volumeNode, ref: Union[int, SliceRef]) -> None:
+        """Turn a slice view to the volume's ``axis`` (keeping its handedness) and centre it on slice ``ref``."""
+        axis, index = toSliceRefs([ref])[0]
+        ijkToWorld = np.linalg.inv(self._worldToIJK(volumeNode))
+        sliceNode.RotateToAxes(slicer.util.vtkMatrixFromArray(ijkToWorld), 2 - axis)
+        sliceNode.JumpSliceByCentering(*self.sliceCenterRAS(volumeNode, (axis, index)))
 
     @staticmethod
-    def sliceNormalRAS(volumeNode) -> tuple[float, float, float]:
-        """World RAS direction of the volume's K axis (to align a slice view with the slices the model sees)."""
+    def alignedSliceNode(sliceNodes: Sequence[Any], normal: Sequence[float]):
+        """Of ``sliceNodes``, the one whose normal is closest to ``normal`` (the view to turn the least)."""
+        def cosine(node) -> float:
+            return abs(float(np.dot(slicer.util.arrayFromVTKMatrix(node.GetSliceToRAS())[:3, 2], normal)))
+        return max(sliceNodes, key=cosine)
+
+    @staticmethod
+    def sliceNormalRAS(volumeNode, axis: int = 0) -> tuple[float, float, float]:
+        """World RAS direction of the volume's ``axis`` (0 k, 1 j, 2 i), through its parent transform."""
         m = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASDirectionMatrix(m)
-        normal = slicer.util.arrayFromVTKMatrix(m)[:3, 2]
+        normal = slicer.util.arrayFromVTKMatrix(m)[:3, 2 - axis]
         transform = volumeNode.GetParentTransformNode()
         if transform is not None:
             toWorld = vtk.vtkMatrix4x4()
@@ -129,28 +243,34 @@ class CorrectionsLogicMixin:
         return tuple(float(v) for v in normal)
 
     # ------------------------------------------------------------------ learn from corrections
-    def prepareCorrections(self, volumeNode, segmentationNode, correctedSlices: Iterable[int],
-                           classes: Sequence[SegmentClass]) -> tuple[Volume, Volume, list[int]]:
-        """(scan, current labels, sorted corrected slices), copied from MRML (main thread)."""
+    def prepareCorrections(self, volumeNode, segmentationNode, correctedSlices: Iterable[Union[int, str, SliceRef]],
+                           classes: Sequence[SegmentClass]) -> tuple[Volume, Volume, list[SliceRef]]:
+        """(scan, current labels, sorted corrected slices ``(axis, index)``), copied from MRML (main thread).
+
+        The engine's checks run here, before anything is written: a slice outside the volume, no foreground on
+        any corrected slice, or two crossing slices that disagree (the line of voxels named) → InputError."""
+        from fossilsegment_engine.finetune.annotations import annotations_from_labelmap, check_annotation_set
+
         volume = self.prepareInput(volumeNode)
-        ks = sorted({int(k) for k in correctedSlices})
-        if not ks:
+        refs = toSliceRefs(correctedSlices)
+        if not refs:
             raise InputError("mark at least one corrected slice first")
         labels = volume.with_array(self.segmentationLabelArray(segmentationNode, volumeNode, classes))
-        return volume, labels, ks
+        check_annotation_set(volume, annotations_from_labelmap(labels, refs), max(c.value for c in classes) + 1)
+        return volume, labels, refs
 
-    def runLearning(self, volume: Volume, labels: Volume, correctedSlices: Sequence[int], model: Optional[str] = None,
-                    device: str = "auto", maxMinutes: float = 3.0, minIslandVoxels: int = 64, fillHoles: bool = True,
-                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-                    learnOptions: Any = None) -> Volume:
-        """Learn from the corrected axial slices and segment the rest (``fossilsegment learn``'s method; any
+    def runLearning(self, volume: Volume, labels: Volume, correctedSlices: Iterable[Union[int, str, SliceRef]],
+                    model: Optional[str] = None, device: str = "auto", maxMinutes: float = 3.0,
+                    minIslandVoxels: int = 64, fillHoles: bool = True, progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None, learnOptions: Any = None) -> Volume:
+        """Learn from the corrected slices (any axis) and segment the rest (``fossilsegment learn``'s method; any
         thread, no MRML); the corrected slices come back unchanged. ``learnOptions`` (a ``LearnOptions``) replaces
         the budget, device and clean-up arguments."""
         from fossilsegment_engine.finetune import annotations_from_labelmap
         from fossilsegment_engine.finetune.learn import LearnOptions, learn_and_segment
         from fossilsegment_engine.inference.postprocess import PostprocessOptions
 
-        annotations = annotations_from_labelmap(labels, [(0, int(k)) for k in sorted(set(correctedSlices))])
+        annotations = annotations_from_labelmap(labels, toSliceRefs(correctedSlices))
         opts = learnOptions or LearnOptions(max_minutes=float(maxMinutes), device=device,
                                             postprocess=PostprocessOptions(int(minIslandVoxels), bool(fillHoles)))
         result = learn_and_segment(volume, annotations, model or None, opts, progress, cancel)
@@ -163,14 +283,14 @@ class CorrectionsLogicMixin:
         """Write the merged labelmap back into the segmentation (segments of ``classes`` replaced)."""
         return self.applyResult(merged, volumeNode, segmentationNode, list(classes), overwrite=True)
 
-    def learnFromCorrections(self, volumeNode, segmentationNode, correctedSlices: Iterable[int],
+    def learnFromCorrections(self, volumeNode, segmentationNode, correctedSlices: Iterable[Union[int, str, SliceRef]],
                              model: Optional[str] = None, device: str = "auto", maxMinutes: float = 3.0,
                              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
                              classes: Optional[Sequence[SegmentClass]] = None, **runArgs: Any):
         """All three steps on the calling thread; returns the segmentation node. On cancel nothing changes."""
         classes = list(classes) if classes is not None else self.modelClasses(model=model, device=device)
-        volume, labels, ks = self.prepareCorrections(volumeNode, segmentationNode, correctedSlices, classes)
-        merged = self.runLearning(volume, labels, ks, model=model, device=device, maxMinutes=maxMinutes,
+        volume, labels, refs = self.prepareCorrections(volumeNode, segmentationNode, correctedSlices, classes)
+        merged = self.runLearning(volume, labels, refs, model=model, device=device, maxMinutes=maxMinutes,
                                   progress=progress, cancel=cancel, **runArgs)
         return self.applyLearning(merged, volumeNode, segmentationNode, classes)
 
@@ -210,15 +330,16 @@ class CorrectionsLogicMixin:
         return node
 
     @staticmethod
-    def suggestSlices(uncertainty, exclude: Iterable[int] = ()) -> list[int]:
-        """Axial slices by mean uncertainty, most uncertain first; ``exclude`` (corrected slices) left out.
+    def suggestSlices(uncertainty, exclude: Iterable[Union[int, str, SliceRef]] = ()) -> list[int]:
+        """Axial slices by mean uncertainty, most uncertain first; the axial ones of ``exclude`` (corrected
+        slices) left out.
 
         ``uncertainty``: a Volume, a numpy array ``[k, j, i]`` or a scalar volume node."""
         from fossilsegment_engine.inference.uncertainty import slice_ranking
 
         if hasattr(uncertainty, "GetImageData"):
             uncertainty = np.array(slicer.util.arrayFromVolume(uncertainty))
-        return [k for k, _ in slice_ranking(uncertainty, exclude)]
+        return [k for k, _ in slice_ranking(uncertainty, [i for axis, i in toSliceRefs(exclude) if axis == 0])]
 
 
 def _removeLabelmapWithColorTable(labelNode) -> None:

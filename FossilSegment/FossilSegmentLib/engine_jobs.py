@@ -44,11 +44,12 @@ def segmentCommands(model: Optional[str] = None, device: str = "auto", batchSize
     return [cmd + ([] if fillHoles else ["--no-fill-holes"])]
 
 
-def learnCommands(correctedSlices: Sequence[int], model: Optional[str] = None, device: str = "auto",
+def learnCommands(correctedSlices: Sequence[tuple[int, int]], model: Optional[str] = None, device: str = "auto",
                   maxMinutes: float = 3.0, minIslandVoxels: int = 64, fillHoles: bool = True) -> list[list[str]]:
-    """``learn`` from VOLUME_FILE + LABELS_FILE's corrected (axial) slices into RESULT_FILE, the corrected slices
-    unchanged; the network it fine-tuned is kept in MODEL_FOLDER (for Suggest and later runs)."""
-    slices = ",".join(f"k{int(k)}" for k in sorted(set(correctedSlices)))
+    """``learn`` from VOLUME_FILE + LABELS_FILE's corrected slices ``(axis, index)``, axis 0 k / 1 j / 2 i, into
+    RESULT_FILE, the corrected slices unchanged; the network it fine-tuned is kept in MODEL_FOLDER (for Suggest
+    and later runs)."""
+    slices = ",".join(f"{'kji'[int(a)]}{int(n)}" for a, n in sorted(set(correctedSlices)))
     cmd = ["learn", VOLUME_FILE, LABELS_FILE, "--slices", slices, "--labelmap", RESULT_FILE,
            "--save-model", MODEL_FOLDER, "--max-minutes", str(float(maxMinutes)), *modelOptions(model, device),
            "--min-island", str(int(minIslandVoxels))]

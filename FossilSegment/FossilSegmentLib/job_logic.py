@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,9 +22,10 @@ from fossilsegment_engine.progress import CancelToken, ProgressCallback
 
 from . import engine_jobs
 from .classes import SegmentClass, segmentClasses
+from .corrections import SliceRef, sliceRefName, toSliceRefs
 from .process_job import ProcessJob, newJobFolder
 
-CORRECTED_SLICES = "CorrectedSlices"  # parameter: "3,10,42"
+CORRECTED_SLICES = "CorrectedSlices"  # parameter: "k3,j40,i120" (the CLI's --slices; older scenes: "3,10" axial)
 FINETUNED_MODEL = "FinetunedModel"  # parameter: folder of the current fine-tuned model ("" = none)
 FINETUNED_PREFIX = "fossilsegment-finetuned-"  # such folders in the temporary folder are the logic's own
 
@@ -48,12 +49,14 @@ class JobLogicMixin:
     launcher: Optional[Sequence[str]] = None
 
     # ------------------------------------------------------------------ state kept in the parameter node
-    def correctedSlices(self) -> list[int]:
+    def correctedSlices(self) -> list[SliceRef]:
+        """The corrected slices ``(axis, index)`` kept in the parameter node, sorted."""
         text = self.parameterMRMLNode().GetParameter(CORRECTED_SLICES) or ""
-        return sorted({int(v) for v in text.split(",") if v.strip()})
+        return toSliceRefs([text]) if text.strip() else []
 
-    def setCorrectedSlices(self, slices: Iterable[int]) -> None:
-        self.parameterMRMLNode().SetParameter(CORRECTED_SLICES, ",".join(str(k) for k in sorted({int(v) for v in slices})))
+    def setCorrectedSlices(self, slices: Iterable[Union[int, str, SliceRef]]) -> None:
+        """Keep ``slices`` (pairs, texts like ``"j40"``, or axial ints) as ``"k3,j40"``."""
+        self.parameterMRMLNode().SetParameter(CORRECTED_SLICES, ",".join(map(sliceRefName, toSliceRefs(slices))))
 
     def finetunedModel(self) -> Optional[str]:
         """The folder of the last fine-tuned model, when it still exists."""
@@ -117,21 +120,20 @@ class JobLogicMixin:
         return self._launch("segment", commands, folder, dict(inputVolume=inputVolume, volume=volume,
                              outputSegmentation=outputSegmentation, classes=classes, overwrite=overwrite))
 
-    def startLearning(self, inputVolume, segmentationNode, correctedSlices: Optional[Iterable[int]] = None,
+    def startLearning(self, inputVolume, segmentationNode,
+                      correctedSlices: Optional[Iterable[Union[int, str, SliceRef]]] = None,
                       model: Optional[str] = None, device: str = "auto", maxMinutes: float = 3.0,
                       minIslandVoxels: int = 64, fillHoles: bool = True) -> LogicJob:
         """Fine-tune on the corrected slices (default: those in the parameter node) and re-segment."""
         classes = self.classesOf(model)
         slices = self.correctedSlices() if correctedSlices is None else correctedSlices
-        volume, labels, ks = self.prepareCorrections(inputVolume, segmentationNode, slices, classes)
-        if ks[-1] >= volume.shape[0]:
-            raise InputError(f"corrected slice {ks[-1]} is outside the volume's 0..{volume.shape[0] - 1}")
+        volume, labels, refs = self.prepareCorrections(inputVolume, segmentationNode, slices, classes)
         folder = newJobFolder()
         self._writeInput(folder, engine_jobs.VOLUME_FILE, volume)
         self._writeInput(folder, engine_jobs.LABELS_FILE, labels)
-        commands = engine_jobs.learnCommands(ks, model, device, maxMinutes, minIslandVoxels, fillHoles)
+        commands = engine_jobs.learnCommands(refs, model, device, maxMinutes, minIslandVoxels, fillHoles)
         return self._launch("learn", commands, folder, dict(inputVolume=inputVolume, volume=volume, labels=labels,
-                            slices=ks, outputSegmentation=segmentationNode, classes=classes, overwrite=True))
+                            slices=refs, outputSegmentation=segmentationNode, classes=classes, overwrite=True))
 
     def startUncertainty(self, inputVolume, model: Optional[str] = None, device: str = "auto",
                          method: Optional[str] = None, useFinetuned: bool = False,
@@ -225,7 +227,9 @@ class JobLogicMixin:
     def _applyLearned(self, job: LogicJob):
         c = job.context
         merged = np.array(self._readResult(job, engine_jobs.RESULT_FILE).array, copy=True)
-        merged[c["slices"]] = c["labels"].array[c["slices"]]  # the user's slices are never changed by the model
+        for axis, index in c["slices"]:  # the user's slices are never changed by the model
+            plane = (slice(None),) * axis + (index,)
+            merged[plane] = c["labels"].array[plane]
         segNode = self.applyResult(c["volume"].with_array(merged), c["inputVolume"], c["outputSegmentation"],
                                    c["classes"], overwrite=True)
         kept = tempfile.mkdtemp(prefix=FINETUNED_PREFIX)

@@ -13,6 +13,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from .corrections import sliceRefName, toSliceRefs
 from .logic import FossilSegmentLogic
 
 POLL_MS = 100
@@ -66,6 +67,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setVisible(False)
         self.ui.progressBar.setFormat("%p %")  # the job's one bar (several phases), in per mille
         self._fillModelAndDeviceCombos()
+        self._fillSliceViewCombo()
         self.initializeParameterNode()
 
     def _fillModelAndDeviceCombos(self) -> None:
@@ -104,6 +106,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self._fillSliceViewCombo()  # the layout may have changed while away
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -164,7 +167,8 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.fitRoiButton.enabled = bool(p.inputVolume) and not running
         hasResult = bool(p.outputSegmentation) and not running
         for w in (self.ui.editInSegmentEditorButton, self.ui.show3DButton, self.ui.exportStlButton,
-                  self.ui.markSliceButton, self.ui.proposeSlicesButton, self.ui.removeSliceButton):
+                  self.ui.markSliceButton, self.ui.markViewComboBox, self.ui.proposeSlicesButton,
+                  self.ui.removeSliceButton):
             w.enabled = hasResult
         kind = self.logic.job.kind if running else None
         self.ui.learnButton.text = "Cancel" if kind == "learn" else "Learn from corrections"
@@ -371,49 +375,65 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = f"Wrote {len(paths)} STL file(s) to {folder}"
         return paths
 
-    # ------------------------------------------------------------------ learn from corrections (issue 5)
+    # ------------------------------------------------------------------ learn from corrections (issues 5, 13)
     def _refreshSliceList(self) -> None:
         self.ui.correctedSlicesList.clear()
-        for k in self.logic.correctedSlices():
-            self.ui.correctedSlicesList.addItem(str(k))
+        for ref in self.logic.correctedSlices():
+            self.ui.correctedSlicesList.addItem(sliceRefName(ref))  # "k10", "j40": as `fossilsegment learn --slices`
         self._updateGui()
 
     def _addCorrectedSlices(self, slices) -> None:
         self.logic.setCorrectedSlices(set(self.logic.correctedSlices()) | set(slices))
         self._refreshSliceList()
 
-    def _redSliceNode(self):
-        return slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+    def _fillSliceViewCombo(self) -> None:
+        """The slice views of the layout (Red, Yellow, Green, …), keeping the chosen one."""
+        combo, chosen = self.ui.markViewComboBox, self.ui.markViewComboBox.currentText
+        combo.clear()
+        layout = slicer.app.layoutManager()  # None without a main window
+        names = list(layout.sliceViewNames()) if layout is not None else []
+        combo.addItems(names)
+        combo.currentIndex = names.index(chosen) if chosen in names else 0
 
-    def _jumpToSlice(self, k: int) -> None:
+    def _jumpToSlice(self, ref) -> None:
+        """Show slice ``ref`` in the slice view closest to its orientation, and choose that view for marking."""
         volume = self._parameterNode.inputVolume
-        if volume:
-            sliceNode = self._redSliceNode()
-            sliceNode.RotateToVolumePlane(volume)  # the view shows the volume's own slices
-            sliceNode.JumpSliceByCentering(*self.logic.sliceCenterRAS(volume, k))
+        if not volume:
+            return
+        axis = toSliceRefs([ref])[0][0]
+        layout = slicer.app.layoutManager()
+        names = list(layout.sliceViewNames())
+        nodes = [layout.sliceWidget(name).mrmlSliceNode() for name in names]
+        sliceNode = self.logic.alignedSliceNode(nodes, self.logic.sliceNormalRAS(volume, axis))
+        self.logic.showSliceInView(sliceNode, volume, ref)
+        self._fillSliceViewCombo()
+        self.ui.markViewComboBox.currentIndex = nodes.index(sliceNode)
 
     def onMarkSlice(self) -> None:
         with slicer.util.tryWithErrorDisplay("Cannot mark the slice."):
-            sliceToRAS = slicer.util.arrayFromVTKMatrix(self._redSliceNode().GetSliceToRAS())
-            k = self.logic.sliceIndexInView(self._parameterNode.inputVolume, sliceToRAS)
-            self._addCorrectedSlices([k])
-            self.ui.statusLabel.text = f"Slice {k} marked as corrected."
+            name = self.ui.markViewComboBox.currentText or "Red"
+            sliceNode = slicer.app.layoutManager().sliceWidget(name).mrmlSliceNode()
+            ref = self.logic.sliceRefInView(self._parameterNode.inputVolume,
+                                            slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS()))
+            self._addCorrectedSlices([ref])
+            self.ui.statusLabel.text = f"Slice {sliceRefName(ref)} ({name} view) marked as corrected."
 
     def onProposeSlices(self) -> None:
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Cannot compare with the model's result.", waitCursor=True):
             changed = self.logic.changedSlices(p.outputSegmentation, p.inputVolume, self.logic.classesOf(p.model or None))
             self._addCorrectedSlices(changed)
-            self.ui.statusLabel.text = (f"Edited since the model ran: slice(s) {', '.join(map(str, changed))}."
-                                        if changed else "No slice was edited since the model ran.")
+            names = ", ".join(map(sliceRefName, changed))
+            self.ui.statusLabel.text = (f"Edited since the model ran: slice(s) {names}." if changed
+                                        else "No slice was edited since the model ran.")
 
     def onRemoveSlices(self) -> None:
-        gone = {int(item.text()) for item in self.ui.correctedSlicesList.selectedItems()}
+        gone = set(toSliceRefs(item.text() for item in self.ui.correctedSlicesList.selectedItems()))
         self.logic.setCorrectedSlices(set(self.logic.correctedSlices()) - gone)
         self._refreshSliceList()
 
     def onSliceDoubleClicked(self, item) -> None:
-        self._jumpToSlice(int(item.text()))
+        self._jumpToSlice(item.text())
 
     def onLearnButton(self) -> None:
         if self._cancelRunningJob():
@@ -444,5 +464,5 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Every slice is already marked as corrected."
             return
         self._jumpToSlice(ranking[0])
-        self.ui.statusLabel.text = ("Most uncertain slices: " + ", ".join(map(str, ranking[:5])) +
-                                    f". Showing slice {ranking[0]}; correct it, then mark it.")
+        self.ui.statusLabel.text = ("Most uncertain slices: " + ", ".join(f"k{k}" for k in ranking[:5]) +
+                                    f". Showing slice k{ranking[0]}; correct it, then mark it.")
