@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.volume import Volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,9 +36,9 @@ def inputs(pinned) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def segmenter(pinned) -> Segmenter:
+def predictor(pinned) -> Predictor:
     spec = pinned[0]
-    return Segmenter(spec["model"], device=spec["device"], precision=spec["precision"], backend=spec["backend"])
+    return Predictor.load(spec["model"], device=spec["device"], precision=spec["precision"], backend=spec["backend"])
 
 
 def test_pinned_file_covers_demo_and_five_phantoms(pinned, inputs):
@@ -53,8 +53,8 @@ def test_pinned_file_covers_demo_and_five_phantoms(pinned, inputs):
 
 @pytest.mark.parametrize("name", ["demo", "phantom_1_skull", "phantom_2_long_bone", "phantom_3_vertebra",
                                   "phantom_4_plates", "phantom_5_trabecular"])
-def test_labels_equal_the_pinned_ones(name, pinned, inputs, segmenter):
+def test_labels_equal_the_pinned_ones(name, pinned, inputs, predictor):
     expected = pinned[1][name]
-    got = segmenter.predict(Volume(inputs[name]), postprocess=None).array
+    got = predictor.predict_labels(Volume(inputs[name]), postprocess=None).array
     differing = int((got != expected).sum())
     assert differing == 0, f"{name}: {differing} of {expected.size} voxels differ from the pinned labels"

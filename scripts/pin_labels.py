@@ -51,7 +51,7 @@ def default_spec() -> dict:
 
 
 def main() -> int:
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
     from fossilsegment_engine.volume import Volume
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,10 +59,10 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="replace an existing file")
     args = parser.parse_args()
     spec = default_spec()
-    segmenter = Segmenter(MODEL, device=spec["device"], precision=spec["precision"], backend=spec["backend"])
+    predictor = Predictor.load(MODEL, device=spec["device"], precision=spec["precision"], backend=spec["backend"])
     arrays = {"spec": np.array(json.dumps(spec))}
     for name, array in cases(spec):
-        labels = segmenter.predict(Volume(array), postprocess=None).array
+        labels = predictor.predict_labels(Volume(array), postprocess=None).array
         arrays[name] = labels.astype(np.uint8)
         print(f"{name}: shape {array.shape}, {int((labels > 0).sum())} labelled voxels")
     with atomic_path(args.out, force=args.force) as tmp:
