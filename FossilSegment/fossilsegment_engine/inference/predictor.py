@@ -143,6 +143,11 @@ class Predictor:
         return self._dtype
 
     @property
+    def inferer(self) -> SliceInferer:
+        """How this model reads slices (context, tiles), to drive it outside :meth:`predict_labels`."""
+        return self._inferer
+
+    @property
     def network(self) -> Network:
         """The network the last job ran (before any job: eager), for harnesses that drive it themselves."""
         return self._last or self._eager
