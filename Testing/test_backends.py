@@ -15,7 +15,7 @@ from fossilsegment_engine.errors import DeviceError
 from fossilsegment_engine.inference import backends, device
 from fossilsegment_engine.inference.backends import COMPILE_MIN_PIXELS, Runner, check_backend
 from fossilsegment_engine.inference.device import resolve_inference_precision
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.volume import Volume
 
 CPU = torch.device("cpu")
@@ -29,7 +29,7 @@ def _scan(shape=(6, 40, 72), seed=1) -> Volume:
 
 
 def _labels(model_dir: Path, **kw) -> np.ndarray:
-    return Segmenter(model_dir, device="cpu", **kw).predict(_scan(), postprocess=None).array
+    return Predictor.load(model_dir, device="cpu", **kw).predict_labels(_scan(), postprocess=None).array
 
 
 class _Recorder(nn.Module):
@@ -47,7 +47,7 @@ class _Recorder(nn.Module):
 def test_eager_fp32_is_the_default_at_fp32(tiny_model_dir: Path) -> None:
     default = _labels(tiny_model_dir, precision="fp32", batch_size=4)
     assert np.array_equal(default, _labels(tiny_model_dir, precision="fp32", backend="eager", batch_size=4))
-    assert Segmenter(tiny_model_dir, device="cpu", precision="fp32").mode == "eager-fp32"
+    assert Predictor.load(tiny_model_dir, device="cpu", precision="fp32").mode == "eager-fp32"
 
 
 def test_bf16_agrees_with_fp32(tiny_model_dir: Path) -> None:
@@ -86,11 +86,11 @@ def test_compiled_agrees_with_fp32_and_compiles_one_shape() -> None:
     from fossilsegment_engine.inference.normalize import apply_intensity_range, volume_intensity_range
 
     sample = torch.from_numpy(apply_intensity_range(vol.array[:, None], *volume_intensity_range(vol.array)))
-    fp32 = Segmenter.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="fp32",
-                                 backend="eager").predict(vol, postprocess=None).array
-    seg = Segmenter.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="bf16",
+    fp32 = Predictor.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="fp32",
+                                 backend="eager").predict_labels(vol, postprocess=None).array
+    seg = Predictor.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="bf16",
                                 backend="compiled")
-    out = seg.predict(vol, postprocess=None).array  # 6 slices: batches of 4 and 2 (padded to 4)
+    out = seg.predict_labels(vol, postprocess=None).array  # 6 slices: batches of 4 and 2 (padded to 4)
     assert seg.mode == "compiled-bf16" and not seg._runner._compile_failed
     assert list(seg._runner._batch.values()) == [4]  # one graph, batch 4: the short batch did not recompile
     assert len(np.unique(fp32)) > 1 and (fp32 == out).mean() >= 0.99
@@ -115,9 +115,9 @@ def test_compile_failure_falls_back_to_eager(tiny_model_dir: Path, monkeypatch: 
         raise RuntimeError("Compiler: cc is not found")
 
     monkeypatch.setattr(torch, "compile", broken)
-    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", backend="compiled", batch_size=4)
+    seg = Predictor.load(tiny_model_dir, device="cpu", precision="bf16", backend="compiled", batch_size=4)
     with caplog.at_level(logging.WARNING):
-        out = seg.predict(_scan(), postprocess=None).array
+        out = seg.predict_labels(_scan(), postprocess=None).array
     assert "torch.compile failed" in caplog.text and "cc is not found" in caplog.text
     assert np.array_equal(out, expected)
     assert seg.mode == "eager-bf16"
@@ -161,7 +161,7 @@ def test_out_of_memory_in_a_compiled_call_is_not_a_compile_failure(monkeypatch: 
 @pytest.mark.parametrize("name", ["turbo", "onnx", ""])
 def test_unknown_backend_is_a_clear_error(tiny_model_dir: Path, name: str) -> None:
     with pytest.raises(DeviceError, match="unknown backend .* use one of auto, eager, compiled"):
-        Segmenter(tiny_model_dir, device="cpu", backend=name)
+        Predictor.load(tiny_model_dir, device="cpu", backend=name)
     assert check_backend(" Compiled ") == "compiled"
 
 
@@ -212,10 +212,10 @@ def test_segmenter_plans_each_job_so_auto_compiles_large_ones(tiny_model_dir: Pa
     monkeypatch.setattr(backends, "torchao_available", lambda: False)  # the int8 check has tests of its own
     vol = _scan()  # 6 x 40 x 72 = 17280 pixels
     monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 17280)
-    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
-    seg.predict(vol, slice_range=(0, 5))  # a smaller job: eager
+    seg = Predictor.load(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
+    seg.predict_labels(vol, slice_range=(0, 5))  # a smaller job: eager
     assert seg.mode == "eager-bf16" and not compiled
-    seg.predict(vol)
+    seg.predict_labels(vol)
     assert seg.mode == "compiled-bf16" and len(compiled) == 1
 
 
@@ -289,7 +289,7 @@ def test_int8_without_torchao_is_a_clear_error(tiny_model_dir: Path, monkeypatch
 
     monkeypatch.setattr(backends.importlib, "import_module", no_torchao)
     with pytest.raises(DeviceError, match=r"int8 backend needs torchao .*pip install torchao"):
-        Segmenter(tiny_model_dir, device="cpu", backend="int8")
+        Predictor.load(tiny_model_dir, device="cpu", backend="int8")
     monkeypatch.setattr(backends, "can_compile", lambda dev: True)
     auto = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
     auto.plan(4000, 512, 512)
@@ -310,10 +310,10 @@ def test_int8_quantization_failure_falls_back_to_eager(tiny_model_dir: Path, mon
         raise RuntimeError("cannot export this layer")
 
     monkeypatch.setattr(backends, "quantize_int8", broken)
-    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", backend="int8", batch_size=4)
+    seg = Predictor.load(tiny_model_dir, device="cpu", precision="bf16", backend="int8", batch_size=4)
     assert seg.mode == "int8-bf16"
     with caplog.at_level(logging.WARNING):
-        out = seg.predict(_scan(), postprocess=None).array
+        out = seg.predict_labels(_scan(), postprocess=None).array
     assert "int8 quantization failed" in caplog.text and np.array_equal(out, expected)
     assert seg.mode == "eager-bf16"
 
@@ -333,14 +333,14 @@ def test_int8_segmenter_agrees_and_calibrates_once_per_volume(monkeypatch: pytes
 
     monkeypatch.setattr(backends, "quantize_int8", counting)
     vol = bench_volume(96, 6)
-    fp32 = Segmenter(None, device="cpu", precision="fp32", backend="eager").predict(vol, postprocess=None).array
-    seg = Segmenter(None, device="cpu", precision="bf16", backend="int8", batch_size=4)
-    out = seg.predict(vol, postprocess=None).array
+    fp32 = Predictor.load(None, device="cpu", precision="fp32", backend="eager").predict_labels(vol, postprocess=None).array
+    seg = Predictor.load(None, device="cpu", precision="bf16", backend="int8", batch_size=4)
+    out = seg.predict_labels(vol, postprocess=None).array
     assert seg.mode == "int8-bf16" and not seg._runner._compile_failed
     assert len(np.unique(fp32)) > 1 and (fp32 == out).mean() >= 0.99
-    assert np.array_equal(seg.predict(vol, postprocess=None).array, out)  # same volume: same calibration
+    assert np.array_equal(seg.predict_labels(vol, postprocess=None).array, out)  # same volume: same calibration
     assert len(calls) == 1 and calls[0].shape[0] == 6  # every one of the 6 slices calibrated
-    seg.predict(bench_volume(96, 7), postprocess=None)
+    seg.predict_labels(bench_volume(96, 7), postprocess=None)
     assert len(calls) == 2  # a new volume is calibrated on its own slices
 
 
@@ -438,8 +438,8 @@ def test_segmenter_auto_runs_the_real_int8_check(tiny_model_dir: Path, monkeypat
     monkeypatch.setattr(backends, "can_compile", lambda dev: True)
     monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 1)
     monkeypatch.setattr(backends, "INT8_MIN_AGREEMENT", threshold)
-    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
-    out = seg.predict(_scan(), postprocess=None).array
+    seg = Predictor.load(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
+    out = seg.predict_labels(_scan(), postprocess=None).array
     assert seg.int8_agreement is not None and 0.5 < seg.int8_agreement <= 1.0
     if threshold <= 1:
         assert seg.mode == "int8-bf16"
