@@ -167,9 +167,16 @@ class CompiledNetwork(EagerNetwork):
 
     def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
         super().__init__(module, device, dtype)
-        self._compiled = torch.compile(module, dynamic=False)
         self._batch: dict[tuple, int] = {}  # input shape without N (+ dtype) → batch size compiled for it
         self.failed = False
+        try:
+            self._compiled = torch.compile(module, dynamic=False)
+        except Exception as exc:  # noqa: BLE001 - e.g. no compiler backend in this torch build
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.warning("torch.compile failed on %s (%s); continuing without compilation", self.device, first_line(exc))
+        self.failed = True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.failed:
@@ -191,9 +198,7 @@ class CompiledNetwork(EagerNetwork):
                 raise
             if not first:
                 raise
-            log.warning("torch.compile failed on %s (%s); continuing without compilation", self.device,
-                        first_line(exc))
-            self.failed = True
+            self._fail(exc)
             return super().__call__(x[:n])
         if first:
             self._batch[key] = n

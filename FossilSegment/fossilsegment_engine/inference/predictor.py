@@ -22,8 +22,9 @@ from ..mapped_pages import release_pages
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..roi import Box, region_box
 from ..volume import Volume
+from . import backends
 from .backends import (CompiledNetwork, EagerNetwork, auto_compiles, calibration_stack, check_backend, check_int8,
-                       first_line, is_oom, quantize_int8)
+                       first_line, is_oom)
 from .device import choose_device, resolve_inference_precision
 from .normalize import volume_intensity_range
 from .postprocess import PostprocessOptions
@@ -279,7 +280,7 @@ class Predictor:
         log.info("calibrating int8 on %d slices of %s (once per volume)", len(samples),
                  "x".join(map(str, samples.shape[2:])))
         try:
-            quantized = quantize_int8(self._module, samples.to(self._device))
+            quantized = backends.quantize_int8(self._module, samples.to(self._device))
         except DeviceError:
             raise
         except Exception as exc:  # noqa: BLE001 - a layer PT2E cannot export or quantize: run eager
