@@ -33,15 +33,10 @@ benchmark = _script()
 bench_volume, naive_labels, parse_modes = benchmark.bench_volume, benchmark.naive_labels, benchmark.parse_modes
 
 
-def main(argv: list[str]) -> int:
-    assert argv[0] == "bench"
-    return benchmark.main(argv[1:])
-
-
 def test_bench_prints_every_column_and_writes_json(tiny_model_dir: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
+    code = benchmark.main(["--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
                  "--modes", "fp32", "bf16,auto", "--repeat", "1", "--batch-size", "2", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
@@ -68,7 +63,7 @@ def test_bench_refuses_an_existing_json_before_working(tiny_model_dir: Path, tmp
                                                         capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
     out.write_text("keep")
-    assert main(["bench", "--model", str(tiny_model_dir), "--size", "32", "--slices", "1", "--json", str(out)]) == 2
+    assert benchmark.main(["--model", str(tiny_model_dir), "--size", "32", "--slices", "1", "--json", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and out.read_text() == "keep"
 
 
@@ -81,7 +76,7 @@ def test_bench_refuses_an_existing_json_before_working(tiny_model_dir: Path, tmp
 ])
 def test_bench_bad_options_are_clear_errors(tiny_model_dir: Path, capsys: pytest.CaptureFixture, args: list[str],
                                             message: str) -> None:
-    assert main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--slices", "1", *args]) == 2
+    assert benchmark.main(["--model", str(tiny_model_dir), "--device", "cpu", "--slices", "1", *args]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -137,7 +132,7 @@ def test_bench_auto_row_compiles_a_large_job_and_never_picks_int8(tiny_model_dir
     monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
     monkeypatch.setattr(backends, "quantize_int8", lambda *a, **k: pytest.fail("auto must not quantize"))
     out = tmp_path / "bench.json"
-    assert main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
+    assert benchmark.main(["--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
                  "--modes", "auto", "--repeat", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "auto=compiled-bf16" in text and "auto picks compiled-bf16 for this job" in text

@@ -20,13 +20,11 @@ import torch
 
 from ..progress import CancelToken, check_cancelled
 from .context import context_indices
-from .predictor import Predictor, slice_batches
+from .predictor import Predictor, Sink, slice_batches
 from .slice_inferer import Network, labels_and_probabilities
 
 #: ``(x float32 (N, C, h, w) on the device) -> (labels uint8 (N, h, w), probabilities uint8 (N, classes, h, w) | None)``
 PredictStack = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
-#: ``sink(start, stop, labels (N, h, w), probabilities (N, classes, h, w) | None)``, called in slice order
-Sink = Callable[[int, int, np.ndarray, "np.ndarray | None"], None]
 
 #: volume dtypes sent to the device as they are (their conversion to float32 is exact there);
 #: any other dtype is converted to float32 on the host by numpy, as the plain path does

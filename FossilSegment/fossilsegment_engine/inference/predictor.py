@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 CPU_BATCH = 4
 GPU_MAX_BATCH = 64
 GPU_MEMORY_SHARE = 0.6  # share of free GPU memory the automatic batch size may plan for
+#: ``sink(start, stop, labels (N, h, w), probabilities (N, classes, h, w) | None)``, called in slice order
+Sink = Callable[[int, int, np.ndarray, "np.ndarray | None"], None]
 
 
 @dataclass
@@ -291,7 +293,7 @@ class Predictor:
         return self._int8
 
     def _run(self, network: Network, array: np.ndarray, source: np.ndarray, ks: range, batch: int, lo: float,
-             hi: float, sink: Any, cancel: CancelToken | None, want_probs: bool) -> None:
+             hi: float, sink: Sink, cancel: CancelToken | None, want_probs: bool) -> None:
         """Slices ``ks`` of ``source`` (``array``'s box columns) in batches, each handed to ``sink`` in order."""
         for part in slice_batches(array, ks, batch, self._inferer.context):
             check_cancelled(cancel)
