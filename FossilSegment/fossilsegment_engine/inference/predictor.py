@@ -113,7 +113,7 @@ class Predictor:
         return cls
 
     def _place(self, device: torch.device) -> None:
-        """Put the network on ``device`` with fresh backend networks (compiled lazily, once)."""
+        """Put the network on ``device`` with fresh backend networks (each compiled once, when first used)."""
         self._device = device
         self._module = self._module.to(device=device, memory_format=torch.channels_last).eval()
         self._eager = EagerNetwork(self._module, device, self._dtype)
