@@ -1,4 +1,4 @@
-"""Inference backends: eager/bf16/compiled agree with fp32, compile failures fall back, ``auto`` rules, errors."""
+"""Inference backends: eager/bf16/compiled/int8 agree with fp32, compile failures fall back, ``auto`` rules, errors."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from torch import nn
 
 from fossilsegment_engine.errors import DeviceError
 from fossilsegment_engine.inference import backends, device
-from fossilsegment_engine.inference.backends import COMPILE_MIN_PIXELS, Runner, check_backend
+from fossilsegment_engine.inference.backends import COMPILE_MIN_PIXELS, CompiledNetwork, auto_compiles, check_backend
 from fossilsegment_engine.inference.device import resolve_inference_precision
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.volume import Volume
 
 CPU = torch.device("cpu")
@@ -28,8 +28,18 @@ def _scan(shape=(6, 40, 72), seed=1) -> Volume:
     return Volume((800 + 900 * blob + rng.normal(0, 60, shape)).astype(np.int16), spacing=(0.2, 0.3, 0.4))
 
 
+def _demo(size: int, slices: int) -> Volume:
+    """The demo scan's central ``slices`` slices, cropped to ``size`` × ``size``."""
+    from fossilsegment_engine.io.volume_io import read_volume
+    from fossilsegment_engine.resources import DEMO_SCAN, resource_path
+
+    demo = read_volume(resource_path(DEMO_SCAN))
+    k0 = (demo.shape[0] - slices) // 2
+    return Volume(np.ascontiguousarray(demo.array[k0 : k0 + slices, :size, :size]), spacing=demo.spacing)
+
+
 def _labels(model_dir: Path, **kw) -> np.ndarray:
-    return Segmenter(model_dir, device="cpu", **kw).predict(_scan(), postprocess=None).array
+    return Predictor.load(model_dir, device="cpu", **kw).predict_labels(_scan(), postprocess=None).array
 
 
 class _Recorder(nn.Module):
@@ -47,7 +57,7 @@ class _Recorder(nn.Module):
 def test_eager_fp32_is_the_default_at_fp32(tiny_model_dir: Path) -> None:
     default = _labels(tiny_model_dir, precision="fp32", batch_size=4)
     assert np.array_equal(default, _labels(tiny_model_dir, precision="fp32", backend="eager", batch_size=4))
-    assert Segmenter(tiny_model_dir, device="cpu", precision="fp32").mode == "eager-fp32"
+    assert Predictor.load(tiny_model_dir, device="cpu", precision="fp32").mode == "eager-fp32"
 
 
 def test_bf16_agrees_with_fp32(tiny_model_dir: Path) -> None:
@@ -86,20 +96,20 @@ def test_compiled_agrees_with_fp32_and_compiles_one_shape() -> None:
     from fossilsegment_engine.inference.normalize import apply_intensity_range, volume_intensity_range
 
     sample = torch.from_numpy(apply_intensity_range(vol.array[:, None], *volume_intensity_range(vol.array)))
-    fp32 = Segmenter.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="fp32",
-                                 backend="eager").predict(vol, postprocess=None).array
-    seg = Segmenter.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="bf16",
+    fp32 = Predictor.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="fp32",
+                                 backend="eager").predict_labels(vol, postprocess=None).array
+    seg = Predictor.from_module(_SmallNet(sample), config, device="cpu", batch_size=4, precision="bf16",
                                 backend="compiled")
-    out = seg.predict(vol, postprocess=None).array  # 6 slices: batches of 4 and 2 (padded to 4)
-    assert seg.mode == "compiled-bf16" and not seg._runner._compile_failed
-    assert list(seg._runner._batch.values()) == [4]  # one graph, batch 4: the short batch did not recompile
+    out = seg.predict_labels(vol, postprocess=None).array  # 6 slices: batches of 4 and 2 (padded to 4)
+    assert seg.mode == "compiled-bf16" and not seg._compiled.failed
+    assert list(seg._compiled._batch.values()) == [4]  # one graph, batch 4: the short batch did not recompile
     assert len(np.unique(fp32)) > 1 and (fp32 == out).mean() >= 0.99
 
 
 def test_short_batches_are_padded_to_the_compiled_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # stand-in: "compiled" = the module
     module = _Recorder()
-    runner = Runner(module, CPU, None, "compiled")
+    runner = CompiledNetwork(module, CPU, None)
     x = torch.arange(5 * 2 * 3 * 4, dtype=torch.float32).reshape(5, 2, 3, 4)
     assert torch.equal(runner(x[:4]), torch.cat([x[:4], -x[:4]], dim=1))
     short = runner(x[4:])
@@ -107,29 +117,27 @@ def test_short_batches_are_padded_to_the_compiled_size(monkeypatch: pytest.Monke
     assert module.shapes == [(4, 2, 3, 4), (4, 2, 3, 4)]  # the 1-slice batch ran as 4
 
 
-def test_compile_failure_falls_back_to_eager(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("backend", ["compiled", "auto"])
+def test_compile_failure_falls_back_to_eager_once(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture, backend: str) -> None:
     expected = _labels(tiny_model_dir, precision="bf16", backend="eager", batch_size=4)
+    tries: list[nn.Module] = []
 
-    def broken(*args, **kwargs):
+    def broken(module, **kwargs):
+        tries.append(module)
         raise RuntimeError("Compiler: cc is not found")
 
     monkeypatch.setattr(torch, "compile", broken)
-    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", backend="compiled", batch_size=4)
-    with caplog.at_level(logging.WARNING):
-        out = seg.predict(_scan(), postprocess=None).array
-    assert "torch.compile failed" in caplog.text and "cc is not found" in caplog.text
-    assert np.array_equal(out, expected)
-    assert seg.mode == "eager-bf16"
     monkeypatch.setattr(backends, "can_compile", lambda dev: True)
-    later = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
-    later.plan(1000, 512, 512)
-    assert later.mode == "eager-bf16"  # auto does not try again in this process
-
-
-@pytest.fixture(autouse=True)
-def _forget_compile_failures(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backends, "_COMPILE_FAILED_ON", set())
+    monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 1)  # auto: every job is large
+    seg = Predictor.load(tiny_model_dir, device="cpu", precision="bf16", backend=backend, batch_size=4)
+    with caplog.at_level(logging.WARNING):
+        out = seg.predict_labels(_scan(), postprocess=None).array
+        again = seg.predict_labels(_scan(), postprocess=None).array
+    assert caplog.text.count("torch.compile failed") == 1 and "cc is not found" in caplog.text
+    assert len(tries) == 1  # the predictor does not try again
+    assert np.array_equal(out, expected) and np.array_equal(again, expected)
+    assert seg.mode == "eager-bf16"
 
 
 def test_failure_at_the_first_compiled_call_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,10 +147,11 @@ def test_failure_at_the_first_compiled_call_falls_back(monkeypatch: pytest.Monke
         return call
 
     monkeypatch.setattr(torch, "compile", compile_that_fails_later)
-    runner = Runner(_Recorder(), CPU, None, "compiled")
+    runner = CompiledNetwork(_Recorder(), CPU, None)
     x = torch.ones(2, 1, 4, 4)
     assert torch.equal(runner(x), torch.cat([x, -x], dim=1))
-    assert runner.mode == "eager-fp32"
+    assert runner.failed
+    assert torch.equal(runner(x), torch.cat([x, -x], dim=1))  # eager from then on
 
 
 def test_out_of_memory_in_a_compiled_call_is_not_a_compile_failure(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,38 +161,27 @@ def test_out_of_memory_in_a_compiled_call_is_not_a_compile_failure(monkeypatch: 
         return call
 
     monkeypatch.setattr(torch, "compile", oom)
-    runner = Runner(_Recorder(), CPU, None, "compiled")
+    runner = CompiledNetwork(_Recorder(), CPU, None)
     with pytest.raises(torch.OutOfMemoryError):
         runner(torch.ones(2, 1, 4, 4))
-    assert runner.mode == "compiled-fp32" and runner._batch == {}
+    assert not runner.failed and runner._batch == {}
 
 
 @pytest.mark.parametrize("name", ["turbo", "onnx", ""])
 def test_unknown_backend_is_a_clear_error(tiny_model_dir: Path, name: str) -> None:
     with pytest.raises(DeviceError, match="unknown backend .* use one of auto, eager, compiled"):
-        Segmenter(tiny_model_dir, device="cpu", backend=name)
+        Predictor.load(tiny_model_dir, device="cpu", backend=name)
     assert check_backend(" Compiled ") == "compiled"
 
 
 def test_auto_compiles_only_large_low_precision_cpu_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backends, "can_compile", lambda dev: True)
-    runner = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
-    assert runner.mode == "eager-bf16"  # no job planned
-    runner.plan(255, 512, 512)
-    assert runner.mode == "eager-bf16"
-    runner.plan(256, 512, 512)
-    assert 256 * 512 * 512 >= COMPILE_MIN_PIXELS and runner.mode == "compiled-bf16"
-    fp32 = Runner(_Recorder(), CPU, None, "auto")
-    fp32.plan(4000, 512, 512)
-    assert fp32.mode == "eager-fp32"  # compiling fp32 does not pay on the CPU
-    gpu = Runner(_Recorder(), torch.device("cuda", 0), torch.bfloat16, "auto")
-    gpu.plan(4000, 512, 512)
-    assert gpu.mode == "eager-bf16"
-    eager = Runner(_Recorder(), CPU, torch.bfloat16, "eager")
-    eager.plan(4000, 512, 512)
-    assert eager.mode == "eager-bf16"
+    assert not auto_compiles(CPU, torch.bfloat16, 255 * 512 * 512)
+    assert 256 * 512 * 512 >= COMPILE_MIN_PIXELS and auto_compiles(CPU, torch.bfloat16, 256 * 512 * 512)
+    assert not auto_compiles(CPU, None, 4000 * 512 * 512)  # compiling fp32 does not pay on the CPU
+    assert not auto_compiles(torch.device("cuda", 0), torch.bfloat16, 4000 * 512 * 512)
     monkeypatch.setattr(backends, "can_compile", lambda dev: False)
-    assert runner.mode == "eager-bf16"  # no C++ compiler: never tried
+    assert not auto_compiles(CPU, torch.bfloat16, 4000 * 512 * 512)  # no C++ compiler: never tried
 
 
 def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,14 +207,16 @@ def test_segmenter_plans_each_job_so_auto_compiles_large_ones(tiny_model_dir: Pa
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(backends, "can_compile", lambda dev: True)
-    monkeypatch.setattr(backends, "torchao_available", lambda: False)  # the int8 check has tests of its own
+    monkeypatch.setattr(backends, "quantize_int8", lambda *a, **k: pytest.fail("auto must not quantize"))
     vol = _scan()  # 6 x 40 x 72 = 17280 pixels
     monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 17280)
-    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
-    seg.predict(vol, slice_range=(0, 5))  # a smaller job: eager
+    seg = Predictor.load(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
+    seg.predict_labels(vol, slice_range=(0, 5))  # a smaller job: eager
     assert seg.mode == "eager-bf16" and not compiled
-    seg.predict(vol)
+    seg.predict_labels(vol)
     assert seg.mode == "compiled-bf16" and len(compiled) == 1
+    seg.predict_labels(vol)
+    assert len(compiled) == 1  # compiled once per predictor
 
 
 def test_segment_command_passes_the_backend(tiny_model_dir: Path) -> None:
@@ -235,12 +235,11 @@ needs_torchao = pytest.mark.skipif(not backends.torchao_available(), reason="the
 
 def _model_inputs(model: Path | None) -> tuple[nn.Module, torch.Tensor]:
     """The module and calibration-style inputs from the demo scan (96², 8 slices)."""
-    from fossilsegment_engine.inference.benchmark import bench_volume
     from fossilsegment_engine.inference.normalize import volume_intensity_range
     from fossilsegment_engine.models.store import load_model
 
     module, config = load_model(model)
-    array = bench_volume(96, 8).array
+    array = _demo(96, 8).array
     lo, hi = volume_intensity_range(array, config.normalization)
     return module.eval(), backends.calibration_stack(array, lo, hi, config.context_slices, 8)
 
@@ -289,16 +288,12 @@ def test_int8_without_torchao_is_a_clear_error(tiny_model_dir: Path, monkeypatch
 
     monkeypatch.setattr(backends.importlib, "import_module", no_torchao)
     with pytest.raises(DeviceError, match=r"int8 backend needs torchao .*pip install torchao"):
-        Segmenter(tiny_model_dir, device="cpu", backend="int8")
-    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
-    auto = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
-    auto.plan(4000, 512, 512)
-    assert auto.mode == "compiled-bf16"  # auto never picks int8 without torchao
+        Predictor.load(tiny_model_dir, device="cpu", backend="int8")
 
 
 def test_int8_is_for_the_cpu_only() -> None:
     with pytest.raises(DeviceError, match="int8 backend runs on the CPU only"):
-        Runner(_Recorder(), torch.device("cuda", 0), torch.bfloat16, "int8")
+        backends.check_int8(torch.device("cuda", 0))
 
 
 @needs_torchao
@@ -310,10 +305,10 @@ def test_int8_quantization_failure_falls_back_to_eager(tiny_model_dir: Path, mon
         raise RuntimeError("cannot export this layer")
 
     monkeypatch.setattr(backends, "quantize_int8", broken)
-    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", backend="int8", batch_size=4)
+    seg = Predictor.load(tiny_model_dir, device="cpu", precision="bf16", backend="int8", batch_size=4)
     assert seg.mode == "int8-bf16"
     with caplog.at_level(logging.WARNING):
-        out = seg.predict(_scan(), postprocess=None).array
+        out = seg.predict_labels(_scan(), postprocess=None).array
     assert "int8 quantization failed" in caplog.text and np.array_equal(out, expected)
     assert seg.mode == "eager-bf16"
 
@@ -322,8 +317,6 @@ def test_int8_quantization_failure_falls_back_to_eager(tiny_model_dir: Path, mon
 @needs_torchao
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
 def test_int8_segmenter_agrees_and_calibrates_once_per_volume(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fossilsegment_engine.inference.benchmark import bench_volume
-
     calls: list[torch.Tensor] = []
     real = backends.quantize_int8
 
@@ -332,118 +325,13 @@ def test_int8_segmenter_agrees_and_calibrates_once_per_volume(monkeypatch: pytes
         return real(module, samples, batch)
 
     monkeypatch.setattr(backends, "quantize_int8", counting)
-    vol = bench_volume(96, 6)
-    fp32 = Segmenter(None, device="cpu", precision="fp32", backend="eager").predict(vol, postprocess=None).array
-    seg = Segmenter(None, device="cpu", precision="bf16", backend="int8", batch_size=4)
-    out = seg.predict(vol, postprocess=None).array
-    assert seg.mode == "int8-bf16" and not seg._runner._compile_failed
+    vol = _demo(96, 6)
+    fp32 = Predictor.load(None, device="cpu", precision="fp32", backend="eager").predict_labels(vol, postprocess=None).array
+    seg = Predictor.load(None, device="cpu", precision="bf16", backend="int8", batch_size=4)
+    out = seg.predict_labels(vol, postprocess=None).array
+    assert seg.mode == "int8-bf16" and not seg._int8.failed
     assert len(np.unique(fp32)) > 1 and (fp32 == out).mean() >= 0.99
-    assert np.array_equal(seg.predict(vol, postprocess=None).array, out)  # same volume: same calibration
+    assert np.array_equal(seg.predict_labels(vol, postprocess=None).array, out)  # same volume: same calibration
     assert len(calls) == 1 and calls[0].shape[0] == 6  # every one of the 6 slices calibrated
-    seg.predict(bench_volume(96, 7), postprocess=None)
+    seg.predict_labels(_demo(96, 7), postprocess=None)
     assert len(calls) == 2  # a new volume is calibrated on its own slices
-
-
-# ---------------------------------------------------------------- auto: int8 only where its check on the volume passes
-class _Flipped(nn.Module):
-    """``_Recorder``'s logits with the first ``cols`` columns' classes swapped: a stand-in int8 model whose labels
-    differ from the module's on exactly those columns."""
-
-    def __init__(self, cols: int) -> None:
-        super().__init__()
-        self.cols = cols
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.cat([x, -x], dim=1)
-        out[..., : self.cols] = -out[..., : self.cols]
-        return out
-
-
-def _auto_runner(monkeypatch: pytest.MonkeyPatch, quantized: nn.Module | None = None) -> tuple[Runner, list]:
-    """An ``auto`` bf16 CPU runner planned for a large job, with compiling stubbed (identity) and ``quantize_int8``
-    replaced by one that records its samples and returns ``quantized``."""
-    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
-    monkeypatch.setattr(backends, "torchao_available", lambda: True)
-    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
-    calls: list[torch.Tensor] = []
-
-    def fake_quantize(module, samples, batch=4):
-        calls.append(samples)
-        return quantized
-
-    monkeypatch.setattr(backends, "quantize_int8", fake_quantize)
-    runner = Runner(_Recorder(), CPU, torch.bfloat16, "auto")
-    runner.plan(4000, 512, 512)
-    return runner, calls
-
-
-@pytest.mark.parametrize("threshold,expected", [(0.7, "int8-bf16"), (0.8, "compiled-bf16")])
-def test_auto_uses_int8_only_when_its_sample_check_passes(monkeypatch: pytest.MonkeyPatch, threshold: float,
-                                                          expected: str) -> None:
-    monkeypatch.setattr(backends, "INT8_MIN_AGREEMENT", threshold)
-    runner, calls = _auto_runner(monkeypatch, _Flipped(cols=2))
-    samples = torch.randn(5, 1, 3, 8)  # 2 of 8 columns disagree: agreement 0.75
-    runner.calibrate(lambda: samples)
-    assert runner.checks_int8() and runner.mode == "compiled-bf16"  # decided at the first batch
-    x = torch.randn(4, 1, 3, 8)
-    out = runner(x)
-    assert runner.int8_agreement == pytest.approx(0.75) and runner.mode == expected
-    chosen = _Flipped(cols=2) if expected.startswith("int8") else _Recorder()
-    assert torch.equal(out, chosen(x))  # what ran is what mode says
-    runner(x)
-    runner.calibrate(lambda: samples.clone())
-    runner(x)
-    assert len(calls) == 1  # one check per volume: later batches and the same volume again reuse it
-    runner.calibrate(lambda: samples + 1)
-    runner(x)
-    assert len(calls) == 2  # a new volume is checked on its own slices
-    runner.plan(4, 512, 512)  # a small job: eager, no int8, no agreement to report
-    assert torch.equal(runner(x), _Recorder()(x))
-    assert runner.mode == "eager-bf16" and runner.int8_agreement is None
-
-
-def test_auto_without_torchao_never_tries_int8(monkeypatch: pytest.MonkeyPatch) -> None:
-    runner, calls = _auto_runner(monkeypatch, _Flipped(cols=0))
-    monkeypatch.setattr(backends, "torchao_available", lambda: False)
-    runner.calibrate(lambda: torch.randn(3, 1, 4, 4))
-    assert not runner.checks_int8()
-    runner(torch.randn(2, 1, 4, 4))
-    assert calls == [] and runner.mode == "compiled-bf16" and runner.int8_agreement is None
-    fp32 = Runner(_Recorder(), CPU, None, "auto")  # and never where auto would not compile
-    fp32.plan(4000, 512, 512)
-    assert not fp32.checks_int8()
-
-
-def test_auto_int8_check_failure_continues_compiled(monkeypatch: pytest.MonkeyPatch,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
-    runner, _ = _auto_runner(monkeypatch)
-
-    def broken(module, samples, batch=4):
-        raise DeviceError("the int8 backend needs torchao (No module named 'torchao.quantization')")
-
-    monkeypatch.setattr(backends, "quantize_int8", broken)
-    x = torch.randn(2, 1, 4, 4)
-    with caplog.at_level(logging.WARNING):
-        assert torch.equal(runner(x), _Recorder()(x))
-    assert "int8 check failed" in caplog.text and runner.mode == "compiled-bf16"
-    assert not runner.checks_int8()  # not tried again with this runner
-
-
-@needs_torchao
-@pytest.mark.parametrize("threshold", [0.0, 1.01])
-def test_segmenter_auto_runs_the_real_int8_check(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 threshold: float) -> None:
-    # the tiny random model has near-ties, so its real agreement is not asserted: the threshold decides
-    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
-    monkeypatch.setattr(backends, "can_compile", lambda dev: True)
-    monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 1)
-    monkeypatch.setattr(backends, "INT8_MIN_AGREEMENT", threshold)
-    seg = Segmenter(tiny_model_dir, device="cpu", precision="bf16", batch_size=4)
-    out = seg.predict(_scan(), postprocess=None).array
-    assert seg.int8_agreement is not None and 0.5 < seg.int8_agreement <= 1.0
-    if threshold <= 1:
-        assert seg.mode == "int8-bf16"
-        assert np.array_equal(out, _labels(tiny_model_dir, precision="bf16", backend="int8", batch_size=4))
-    else:
-        assert seg.mode == "compiled-bf16"
-        assert np.array_equal(out, _labels(tiny_model_dir, precision="bf16", backend="eager", batch_size=4))

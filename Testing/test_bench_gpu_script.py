@@ -39,11 +39,11 @@ def test_tiny_run_writes_every_figure_and_monai_agrees(tiny_model_dir: Path, tmp
                          "--monai-sw-batch", "3", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     methods = [r["method"] for r in report["results"]]
-    assert methods == ["Segmenter.predict (pipelined, no clean-up)", "MONAI SliceInferer (same network)",
-                       "Segmenter.predict (plain, no clean-up)", "Segmenter.predict (pipelined, with clean-up)"]
+    assert methods == ["predict_labels (pipelined, no clean-up)", "MONAI SliceInferer (same network)",
+                       "predict_labels (plain, no clean-up)", "predict_labels (pipelined, with clean-up)"]
     rows = {r["method"]: r for r in report["results"]}
     assert rows["MONAI SliceInferer (same network)"]["agreement_with_pipelined"] >= 0.999
-    assert rows["Segmenter.predict (plain, no clean-up)"]["agreement_with_pipelined"] == 1.0
+    assert rows["predict_labels (plain, no clean-up)"]["agreement_with_pipelined"] == 1.0
     assert all(r["seconds"] > 0 and r["slices_per_s"] > 0 for r in report["results"])
     assert report["volume"]["array_shape_kji"] == [5, 64, 64] and report["device"] == "cpu"
     assert report["speedup_vs_monai"] > 0 and report["date"] and report["hardware"]["monai"]
@@ -69,7 +69,7 @@ class _Neighbours(nn.Module):
 def test_monai_baseline_sees_the_same_2_5d_input_as_the_engine(shape, expected: float) -> None:
     """Slices of one tile: the same labels; wider than a tile: MONAI places windows a little differently."""
     pytest.importorskip("monai")
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
     from fossilsegment_engine.models.config import ModelConfig
     from fossilsegment_engine.volume import Volume
 
@@ -77,8 +77,8 @@ def test_monai_baseline_sees_the_same_2_5d_input_as_the_engine(shape, expected: 
     array = bench.make_volume(shape)
     config = ModelConfig(name="toy", arch="unet", encoder="resnet18", encoder_depth=3, context_slices=3,
                          tile_size=64, tile_overlap=16)
-    seg = Segmenter.from_module(_Neighbours(), config, device="cpu", batch_size=3, precision="fp32")
-    ours = seg.predict(Volume(array), postprocess=None).array
+    seg = Predictor.from_module(_Neighbours(), config, device="cpu", batch_size=3, precision="fp32")
+    ours = seg.predict_labels(Volume(array), postprocess=None).array
     theirs = bench.monai_segment(seg, array, sw_batch=4, slab=2)
     assert theirs.shape == ours.shape and theirs.dtype == np.uint8
     assert 0.2 < ours.mean() < 0.8

@@ -43,12 +43,13 @@ class CautiousSegmenter:
 
     classes = [{"name": "Background", "value": 0}, {"name": "Bone", "value": 1}]
 
-    def predict(self, volume, cancel=None, postprocess=None, return_probabilities=False):
+    def predict_probabilities(self, volume, cancel=None, postprocess=None):
+        from fossilsegment_engine.inference.predictor import Prediction
         from fossilsegment_engine.volume import Volume
 
         p1 = np.where(volume.array > 1200, 0.3, 0.1).astype(np.float32)
         probs = [Volume(np.rint(255 * (1 - p1)).astype(np.uint8)), Volume(np.rint(255 * p1).astype(np.uint8))]
-        return probs[1], probs
+        return Prediction(probs[1], probs)
 
 
 def test_search_finds_the_offset_that_recovers_the_fossil(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Segmenter: geometry, progress, cancel, slice range, batch-size invariance, 2.5D context, OOM handling."""
+"""Predictor: geometry, progress, cancel, slice range, batch-size invariance, 2.5D context, OOM handling."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from torch import nn
 
 from fossilsegment_engine.errors import Cancelled, FossilSegmentError, InputError
 from fossilsegment_engine.inference.postprocess import PostprocessOptions
-from fossilsegment_engine.inference.segmenter import Segmenter, segment_volume
+from fossilsegment_engine.inference.pipelined import PipelinedPredictor
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.models.config import ModelConfig
 from fossilsegment_engine.volume import Volume
 
@@ -41,8 +42,9 @@ def _config(context: int = 1, tile: int = 32) -> ModelConfig:
                        tile_size=tile, tile_overlap=8)
 
 
-def _segmenter(context: int = 1, batch_size: int | None = None, **kw) -> Segmenter:
-    return Segmenter.from_module(Threshold(context), _config(context), device="cpu", batch_size=batch_size, **kw)
+def _segmenter(context: int = 1, batch_size: int | None = None, pipelined: bool = False, **kw) -> Predictor:
+    cls = PipelinedPredictor if pipelined else Predictor
+    return cls.from_module(Threshold(context), _config(context), device="cpu", batch_size=batch_size, **kw)
 
 
 def _scan(shape=(12, 40, 56), seed=0) -> tuple[Volume, np.ndarray]:
@@ -58,7 +60,7 @@ def test_labelmap_has_input_geometry_and_finds_the_bone() -> None:
     vol, truth = _scan()
     before = vol.array.copy()
     seg = _segmenter()
-    out = seg.predict(vol)
+    out = seg.predict_labels(vol)
     assert out.array.dtype == np.uint8 and out.shape == vol.shape and out.same_geometry(vol)
     assert out.meta["a"] == 1 and out.meta["model"] == "toy"
     assert set(np.unique(out.array)) <= {0, 1}
@@ -71,7 +73,7 @@ def test_labelmap_has_input_geometry_and_finds_the_bone() -> None:
 def test_progress_is_increasing_and_ends_at_total() -> None:
     vol, _ = _scan()
     seen: list[tuple[int, int]] = []
-    _segmenter(batch_size=5).predict(vol, progress=lambda d, t: seen.append((d, t)))
+    _segmenter(batch_size=5).predict_labels(vol, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(5, 12), (10, 12), (12, 12)]
 
 
@@ -86,7 +88,7 @@ def test_cancel_from_progress_raises_cancelled_after_the_first_batch() -> None:
         token.set()
 
     with pytest.raises(Cancelled):
-        seg.predict(vol, progress=progress, cancel=token)
+        seg.predict_labels(vol, progress=progress, cancel=token)
     assert calls == [4]
     assert len(seg._module.calls) == 4  # one batch of 2x2 tiles (40x56 slices, 32-px tiles); nothing more ran
 
@@ -95,14 +97,14 @@ def test_cancel_during_the_last_batch_still_raises() -> None:
     vol, _ = _scan()
     token = threading.Event()
     with pytest.raises(Cancelled):
-        _segmenter(batch_size=12).predict(vol, progress=lambda d, t: token.set(), cancel=token)
+        _segmenter(batch_size=12).predict_labels(vol, progress=lambda d, t: token.set(), cancel=token)
 
 
 def test_slice_range_zeroes_the_other_slices_and_matches_the_full_run() -> None:
     vol, _ = _scan()
     seg = _segmenter(batch_size=3)
-    full = seg.predict(vol, postprocess=None).array
-    part = seg.predict(vol, slice_range=(4, 9), postprocess=None).array
+    full = seg.predict_labels(vol, postprocess=None).array
+    part = seg.predict_labels(vol, slice_range=(4, 9), postprocess=None).array
     assert not part[:4].any() and not part[9:].any()
     assert np.array_equal(part[4:9], full[4:9]) and part[4:9].any()
 
@@ -110,7 +112,7 @@ def test_slice_range_zeroes_the_other_slices_and_matches_the_full_run() -> None:
 @pytest.mark.parametrize("context", [1, 3, 5])
 def test_batch_size_does_not_change_the_result(context: int) -> None:
     vol, _ = _scan()
-    results = [_segmenter(context, batch_size=b).predict(vol).array for b in (1, 5, None)]
+    results = [_segmenter(context, batch_size=b).predict_labels(vol).array for b in (1, 5, None)]
     assert results[0].any()
     assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
 
@@ -118,7 +120,7 @@ def test_batch_size_does_not_change_the_result(context: int) -> None:
 def test_context_model_sees_neighbouring_slices() -> None:
     vol, _ = _scan()
     seg = _segmenter(context=3, batch_size=2)
-    seg.predict(vol, postprocess=None)
+    seg.predict_labels(vol, postprocess=None)
     assert {shape[1] for shape in seg._module.calls} == {3}
 
 
@@ -128,8 +130,8 @@ def test_postprocess_removes_islands_and_fills_cavities() -> None:
     array[4:6, 13:19, 13:19] = 0.0  # enclosed cavity
     array[4:7, 1:5, 27:31] = 1.0  # a speck: 3 slices x 12 pixels after the 3x3 filter
     vol = Volume(array)
-    raw = _segmenter().predict(vol, postprocess=None).array
-    clean = _segmenter().predict(vol, postprocess=PostprocessOptions(min_island_voxels=50)).array
+    raw = _segmenter().predict_labels(vol, postprocess=None).array
+    clean = _segmenter().predict_labels(vol, postprocess=PostprocessOptions(min_island_voxels=50)).array
     assert raw[:, :6, 26:].sum() == 36 and not clean[:, :6, 26:].any()
     assert not raw[4:6, 14:18, 14:18].any() and clean[4:6, 14:18, 14:18].all()
     assert (clean[:, 6:26, 6:26] >= raw[:, 6:26, 6:26]).all()
@@ -137,7 +139,8 @@ def test_postprocess_removes_islands_and_fills_cavities() -> None:
 
 def test_probabilities_are_returned_per_class() -> None:
     vol, _ = _scan()
-    labels, probs = _segmenter().predict(vol, return_probabilities=True, postprocess=None)
+    prediction = _segmenter().predict_probabilities(vol, postprocess=None)
+    labels, probs = prediction.labels, prediction.probabilities
     assert len(probs) == 2 and all(p.array.dtype == np.uint8 and p.same_geometry(vol) for p in probs)
     total = probs[0].array.astype(int) + probs[1].array.astype(int)
     assert np.abs(total - 255).max() <= 1
@@ -146,8 +149,8 @@ def test_probabilities_are_returned_per_class() -> None:
 
 def test_bf16_precision_runs_and_mostly_agrees() -> None:
     vol, _ = _scan()
-    fp32 = _segmenter().predict(vol).array
-    bf16 = _segmenter(precision="bf16").predict(vol).array
+    fp32 = _segmenter().predict_labels(vol).array
+    bf16 = _segmenter(precision="bf16").predict_labels(vol).array
     assert (fp32 == bf16).mean() > 0.99
 
 
@@ -168,26 +171,26 @@ class _OomAbove(Threshold):
 
 def test_out_of_memory_halves_the_batch_with_the_same_result() -> None:
     vol, _ = _scan()
-    expected = _segmenter(batch_size=1).predict(vol).array
-    seg = Segmenter.from_module(_OomAbove(2), _config(), device="cpu", batch_size=8)
-    assert np.array_equal(seg.predict(vol).array, expected)
+    expected = _segmenter(batch_size=1).predict_labels(vol).array
+    seg = Predictor.from_module(_OomAbove(2), _config(), device="cpu", batch_size=8)
+    assert np.array_equal(seg.predict_labels(vol).array, expected)
     assert max(shape[0] for shape in seg._module.calls) == 2
 
 
 def test_out_of_memory_at_one_slice_on_cpu_is_a_clear_error() -> None:
     vol, _ = _scan()
-    seg = Segmenter.from_module(_OomAbove(0), _config(), device="cpu", batch_size=2)
+    seg = Predictor.from_module(_OomAbove(0), _config(), device="cpu", batch_size=2)
     with pytest.raises(FossilSegmentError, match="out of memory on the CPU"):
-        seg.predict(vol)
+        seg.predict_labels(vol)
 
 
 def test_out_of_memory_off_the_cpu_falls_back_to_the_cpu(caplog: pytest.LogCaptureFixture) -> None:
     vol, _ = _scan()
-    expected = _segmenter(batch_size=1).predict(vol).array
-    seg = Segmenter.from_module(_OomAbove(100), _config(), device="cpu", batch_size=2)
+    expected = _segmenter(batch_size=1).predict_labels(vol).array
+    seg = Predictor.from_module(_OomAbove(100), _config(), device="cpu", batch_size=2)
     seg._device = torch.device("meta")  # stand-in for a GPU: every batch there "runs out of memory"
     with caplog.at_level("WARNING"):
-        out = seg.predict(vol).array
+        out = seg.predict_labels(vol).array
     assert seg.device == torch.device("cpu") and "continuing on the CPU" in caplog.text
     assert np.array_equal(out, expected)
 
@@ -198,20 +201,20 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory() -> None:
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        Segmenter.from_module(Broken(), _config(), device="cpu").predict(_scan()[0])
+        Predictor.from_module(Broken(), _config(), device="cpu").predict_labels(_scan()[0])
 
 
 def test_bad_inputs_are_clear_errors() -> None:
     seg = _segmenter()
     vol, _ = _scan()
     with pytest.raises(InputError, match="slice range"):
-        seg.predict(vol, slice_range=(5, 5))
+        seg.predict_labels(vol, slice_range=(5, 5))
     with pytest.raises(InputError, match="slice range"):
-        seg.predict(vol, slice_range=(0, 13))
+        seg.predict_labels(vol, slice_range=(0, 13))
     with pytest.raises(InputError, match="3D"):
-        seg.predict(Volume(np.zeros((4, 4), np.float32)))
+        seg.predict_labels(Volume(np.zeros((4, 4), np.float32)))
     with pytest.raises(InputError, match="3D"):
-        seg.predict(Volume(np.zeros((0, 4, 4), np.float32)))
+        seg.predict_labels(Volume(np.zeros((0, 4, 4), np.float32)))
     with pytest.raises(FossilSegmentError, match="batch size"):
         _segmenter(batch_size=0)
     with pytest.raises(FossilSegmentError, match="unknown precision"):
@@ -220,10 +223,10 @@ def test_bad_inputs_are_clear_errors() -> None:
 
 def test_saved_smp_model_loads_once_and_segments(tiny_model_dir: Path) -> None:
     vol, _ = _scan(shape=(5, 37, 70))
-    seg = Segmenter(tiny_model_dir, device="cpu", batch_size=2)
+    seg = Predictor.load(tiny_model_dir, device="cpu", batch_size=2)
     assert seg.config.name == "tiny-test-unet"
-    a = seg.predict(vol)
-    b = segment_volume(vol, tiny_model_dir, device="cpu", batch_size=5)
+    a = seg.predict_labels(vol)
+    b = Predictor.load(tiny_model_dir, device="cpu", batch_size=5).predict_labels(vol)  # batch size: same labels
     assert a.array.dtype == np.uint8 and a.same_geometry(vol)
     assert np.array_equal(a.array, b.array)
 
@@ -232,8 +235,8 @@ def test_cleanup_reports_progress_and_honours_cancel() -> None:
     vol, _ = _scan()
     seg = _segmenter(batch_size=12)
     seen: list[tuple[int, int]] = []
-    out = seg.predict(vol, cleanup_progress=lambda d, t: seen.append((d, t)))
-    assert seen and seen[-1][0] == seen[-1][1] and np.array_equal(out.array, seg.predict(vol).array)
+    out = seg.predict_labels(vol, cleanup_progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1] and np.array_equal(out.array, seg.predict_labels(vol).array)
     token = threading.Event()
     with pytest.raises(Cancelled):
-        seg.predict(vol, cancel=token, cleanup_progress=lambda d, t: token.set())
+        seg.predict_labels(vol, cancel=token, cleanup_progress=lambda d, t: token.set())

@@ -205,10 +205,10 @@ def test_reading_needs_one_copy_at_most(tmp_path: Path, kind: str) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
 def test_segmenter_hands_back_input_pages_as_it_goes(tmp_path: Path) -> None:
-    """Predicting a memory-mapped volume leaves little of it resident (Segmenter releases finished slices)."""
+    """Predicting a memory-mapped volume leaves little of it resident (the Predictor releases finished slices)."""
     import torch
 
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
     from fossilsegment_engine.models import ModelConfig
 
     array = (np.arange(256 * 128 * 256, dtype=np.uint32) % 3001).astype(np.uint16).reshape(256, 128, 256)  # 16 MiB
@@ -217,7 +217,7 @@ def test_segmenter_hands_back_input_pages_as_it_goes(tmp_path: Path) -> None:
     config = ModelConfig(name="one-by-one", arch="unet", encoder="tu-resnet10t", encoder_depth=3, decoder_channels=8,
                          tile_size=256, tile_overlap=0)
     module = torch.nn.Conv2d(config.in_channels, config.n_classes, 1)  # a trivial "network": fast
-    segmenter = Segmenter.from_module(module, config, device="cpu", backend="eager", batch_size=16)
-    labels = segmenter.predict(volume, postprocess=None)
+    segmenter = Predictor.from_module(module, config, device="cpu", backend="eager", batch_size=16)
+    labels = segmenter.predict_labels(volume, postprocess=None)
     assert labels.shape == array.shape
     assert _resident_kib(path) < 1024, "the input's pages should not stay resident"

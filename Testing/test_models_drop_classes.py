@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fossilsegment_engine.errors import InputError
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.io.volume_io import read_volume
 from fossilsegment_engine.models import DEFAULT_MODEL, ModelConfig, build_model, load_model
 from fossilsegment_engine.models.config import default_classes
@@ -47,8 +47,8 @@ def test_dropping_tooth_keeps_other_labels_on_demo() -> None:
     for key, value in bone_only.state_dict().items():
         assert torch.equal(dropped.state_dict()[key], value), key
 
-    old = Segmenter.from_module(full, full_config, device="cpu", precision="fp32").predict(volume, postprocess=None).array
-    new = Segmenter.from_module(dropped, dropped_config, device="cpu", precision="fp32").predict(
+    old = Predictor.from_module(full, full_config, device="cpu", precision="fp32").predict_labels(volume, postprocess=None).array
+    new = Predictor.from_module(dropped, dropped_config, device="cpu", precision="fp32").predict_labels(
         volume, postprocess=None).array
     assert {0, 1, 2} <= set(np.unique(old).tolist())  # the check below compares something
     assert set(np.unique(new).tolist()) <= {0, 1}

@@ -31,7 +31,7 @@ class FakeSegmenter:
         self.classes = CLASSES
         self.device = "cpu"
 
-    def predict(self, volume: Volume, progress=None, cancel=None, **_: object) -> Volume:
+    def predict_labels(self, volume: Volume, progress=None, cancel=None, **_: object) -> Volume:
         return volume.with_array(self.labels)
 
 

@@ -1,4 +1,4 @@
-"""Pipelined inference (inference/pipelined.py) and regions of interest in Segmenter.predict, on the CPU."""
+"""PipelinedPredictor (inference/pipelined.py) and regions of interest in predictions, on the CPU."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from fossilsegment_engine.errors import Cancelled, InputError
 from fossilsegment_engine.inference import pipelined
 from fossilsegment_engine.inference.context import context_slices
 from fossilsegment_engine.inference.normalize import apply_intensity_range
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.pipelined import PipelinedPredictor
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.roi import Box
 from fossilsegment_engine.volume import Volume
 
@@ -47,20 +48,20 @@ def test_device_stacks_equal_the_host_preparation_bitwise(dtype: type, n_context
 @pytest.mark.parametrize("context,batch", [(1, 5), (3, 4), (5, 1)])
 def test_pipelined_path_gives_exactly_the_plain_labels(dtype: type, context: int, batch: int) -> None:
     vol = _as(dtype)
-    seg = _segmenter(context, batch_size=batch)
-    plain = seg.predict(vol, postprocess=None, pipelined=False).array
-    piped = seg.predict(vol, postprocess=None, pipelined=True).array
+    plain = _segmenter(context, batch_size=batch).predict_labels(vol, postprocess=None).array
+    piped = _segmenter(context, batch_size=batch, pipelined=True).predict_labels(vol, postprocess=None).array
     assert plain.any() and (plain == 0).any()
     assert np.array_equal(piped, plain)
 
 
 def test_pipelined_smp_model_labels_and_probabilities_equal_the_plain_path(tiny_model_dir: Path) -> None:
     vol = _as(np.uint16, shape=(7, 37, 70))
-    seg = Segmenter(tiny_model_dir, device="cpu", batch_size=3)
-    lab_a, probs_a = seg.predict(vol, pipelined=False, return_probabilities=True)
+    plain = Predictor.load(tiny_model_dir, device="cpu", batch_size=3).predict_probabilities(vol)
+    lab_a, probs_a = plain.labels, plain.probabilities
     seen: list[tuple[int, int]] = []
-    lab_b, probs_b = seg.predict(vol, pipelined=True, return_probabilities=True,
-                                 progress=lambda d, t: seen.append((d, t)))
+    piped = PipelinedPredictor.load(tiny_model_dir, device="cpu", batch_size=3).predict_probabilities(
+        vol, progress=lambda d, t: seen.append((d, t)))
+    lab_b, probs_b = piped.labels, piped.probabilities
     assert np.array_equal(lab_a.array, lab_b.array)
     assert all(np.array_equal(a.array, b.array) for a, b in zip(probs_a, probs_b))
     assert seen == [(3, 7), (6, 7), (7, 7)]
@@ -72,26 +73,25 @@ def test_pipelined_reads_a_memmap_lazily_and_matches(tmp_path: Path) -> None:
     mm[...] = vol.array
     mm.flush()
     ro = np.load(tmp_path / "v.npy", mmap_mode="r")
-    seg = _segmenter(3, batch_size=4)
-    out = seg.predict(vol.with_array(ro), postprocess=None, pipelined=True).array
-    assert np.array_equal(out, seg.predict(vol, postprocess=None, pipelined=False).array)
+    out = _segmenter(3, batch_size=4, pipelined=True).predict_labels(vol.with_array(ro), postprocess=None).array
+    assert np.array_equal(out, _segmenter(3, batch_size=4).predict_labels(vol, postprocess=None).array)
 
 
 def test_pipelined_out_of_memory_halves_the_batch_with_the_same_result() -> None:
     vol, _ = _scan()
-    expected = _segmenter(batch_size=1).predict(vol).array
-    seg = Segmenter.from_module(_OomAbove(2), _config(), device="cpu", batch_size=8)
-    assert np.array_equal(seg.predict(vol, pipelined=True).array, expected)
+    expected = _segmenter(batch_size=1).predict_labels(vol).array
+    seg = PipelinedPredictor.from_module(_OomAbove(2), _config(), device="cpu", batch_size=8)
+    assert np.array_equal(seg.predict_labels(vol).array, expected)
     assert max(shape[0] for shape in seg._module.calls) == 2
 
 
 def test_pipelined_out_of_memory_off_the_cpu_falls_back_to_the_cpu(caplog: pytest.LogCaptureFixture) -> None:
     vol, _ = _scan()
-    expected = _segmenter(batch_size=1).predict(vol).array
-    seg = Segmenter.from_module(_OomAbove(100), _config(), device="cpu", batch_size=4)
+    expected = _segmenter(batch_size=1).predict_labels(vol).array
+    seg = PipelinedPredictor.from_module(_OomAbove(100), _config(), device="cpu", batch_size=4)
     seg._device = torch.device("meta")  # stand-in for a GPU: every batch there "runs out of memory"
     with caplog.at_level("INFO"):
-        out = seg.predict(vol, pipelined=True).array
+        out = seg.predict_labels(vol).array
     assert seg.device == torch.device("cpu") and "continuing on the CPU" in caplog.text
     assert "retrying with 2" in caplog.text and "retrying with 1" in caplog.text
     assert np.array_equal(out, expected)
@@ -99,7 +99,7 @@ def test_pipelined_out_of_memory_off_the_cpu_falls_back_to_the_cpu(caplog: pytes
 
 def test_out_of_memory_in_the_preparation_thread_is_handled_too(monkeypatch: pytest.MonkeyPatch) -> None:
     vol, _ = _scan()
-    expected = _segmenter(3, batch_size=2).predict(vol, pipelined=False).array
+    expected = _segmenter(3, batch_size=2).predict_labels(vol).array
     real = pipelined.prepare_batch
 
     def pinned_alloc_fails(source, start, stop, n_context, pin):  # e.g. page-locked memory running out
@@ -109,7 +109,7 @@ def test_out_of_memory_in_the_preparation_thread_is_handled_too(monkeypatch: pyt
 
     monkeypatch.setattr(pipelined, "prepare_batch", pinned_alloc_fails)
     before = threading.active_count()
-    out = _segmenter(3, batch_size=8).predict(vol, pipelined=True).array
+    out = _segmenter(3, batch_size=8, pipelined=True).predict_labels(vol).array
     assert np.array_equal(out, expected)
     assert threading.active_count() == before  # every preparation thread was stopped and joined
 
@@ -120,16 +120,16 @@ def test_other_errors_in_the_preparation_thread_propagate(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(pipelined, "prepare_batch", broken)
     with pytest.raises(ValueError, match="disk read failed"):
-        _segmenter(batch_size=2).predict(_scan()[0], pipelined=True)
+        _segmenter(batch_size=2, pipelined=True).predict_labels(_scan()[0])
 
 
 def test_pipelined_cancel_stops_after_the_current_batch() -> None:
     vol, _ = _scan()
     token = threading.Event()
-    seg = _segmenter(batch_size=4)
+    seg = _segmenter(batch_size=4, pipelined=True)
     before = threading.active_count()
     with pytest.raises(Cancelled):
-        seg.predict(vol, progress=lambda d, t: token.set(), cancel=token, pipelined=True)
+        seg.predict_labels(vol, progress=lambda d, t: token.set(), cancel=token)
     assert len(seg._module.calls) == 4  # one batch of 2x2 tiles
     assert threading.active_count() == before
 
@@ -138,14 +138,16 @@ def test_pipelined_cancel_stops_after_the_current_batch() -> None:
 @pytest.mark.parametrize("pipe", [False, True])
 def test_whole_slice_box_equals_the_full_run_there_and_zero_elsewhere(pipe: bool, tiny_model_dir: Path) -> None:
     vol = _as(np.uint16, shape=(9, 37, 70))
-    seg = Segmenter(tiny_model_dir, device="cpu", batch_size=2)
-    full, full_probs = seg.predict(vol, postprocess=None, return_probabilities=True, pipelined=pipe)
+    seg = (PipelinedPredictor if pipe else Predictor).load(tiny_model_dir, device="cpu", batch_size=2)
+    full = seg.predict_probabilities(vol, postprocess=None)
+    full, full_probs = full.labels, full.probabilities
     box = Box(2, 7, 0, 37, 0, 70)
-    part, part_probs = seg.predict(vol, postprocess=None, return_probabilities=True, roi=box, pipelined=pipe)
+    part = seg.predict_probabilities(vol, postprocess=None, roi=box)
+    part, part_probs = part.labels, part.probabilities
     assert np.array_equal(part.array[2:7], full.array[2:7]) and part.array[2:7].any()
     assert not part.array[:2].any() and not part.array[7:].any()
     assert np.array_equal(part_probs[1].array[2:7], full_probs[1].array[2:7]) and not part_probs[1].array[7:].any()
-    same = seg.predict(vol, postprocess=None, slice_range=(2, 7), pipelined=pipe).array
+    same = seg.predict_labels(vol, postprocess=None, slice_range=(2, 7)).array
     assert np.array_equal(same, part.array)
 
 
@@ -156,10 +158,10 @@ def test_whole_slice_box_equals_the_full_run_there_and_zero_elsewhere(pipe: bool
 ])
 def test_partial_box_predicts_only_the_box_with_the_whole_volume_range(pipe: bool, box: Box, window) -> None:
     vol, _ = _scan()
-    seg = _segmenter(3, batch_size=3)
-    full = seg.predict(vol, postprocess=None).array
+    seg = _segmenter(3, batch_size=3, pipelined=pipe)
+    full = seg.predict_labels(vol, postprocess=None).array
     seg._module.calls.clear()
-    part = seg.predict(vol, postprocess=None, roi=box, pipelined=pipe).array
+    part = seg.predict_labels(vol, postprocess=None, roi=box).array
     outside = np.ones(part.shape, bool)
     outside[box.slices()] = False
     assert not part[outside].any()
@@ -173,9 +175,9 @@ def test_roi_and_slice_range_intersect() -> None:
     vol, _ = _scan()
     seg = _segmenter(batch_size=3)
     seen: list[tuple[int, int]] = []
-    out = seg.predict(vol, postprocess=None, roi=Box(2, 9, 0, 40, 10, 50), slice_range=(5, 12),
+    out = seg.predict_labels(vol, postprocess=None, roi=Box(2, 9, 0, 40, 10, 50), slice_range=(5, 12),
                       progress=lambda d, t: seen.append((d, t))).array
-    alone = seg.predict(vol, postprocess=None, roi=Box(5, 9, 0, 40, 10, 50)).array
+    alone = seg.predict_labels(vol, postprocess=None, roi=Box(5, 9, 0, 40, 10, 50)).array
     assert np.array_equal(out, alone) and not out[:5].any() and not out[9:].any()
     assert seen == [(3, 4), (4, 4)]
 
@@ -183,7 +185,7 @@ def test_roi_and_slice_range_intersect() -> None:
 def test_postprocess_stays_inside_the_box() -> None:
     vol, _ = _scan()
     box = Box(2, 10, 5, 35, 8, 50)
-    out = _segmenter().predict(vol, roi=box).array
+    out = _segmenter().predict_labels(vol, roi=box).array
     outside = np.ones(out.shape, bool)
     outside[box.slices()] = False
     assert out[box.slices()].any() and not out[outside].any()
@@ -198,10 +200,10 @@ def test_postprocess_stays_inside_the_box() -> None:
 ])
 def test_bad_boxes_are_clear_errors(roi, match: str) -> None:
     with pytest.raises(InputError, match=match):
-        _segmenter().predict(_scan()[0], roi=roi)
+        _segmenter().predict_labels(_scan()[0], roi=roi)
 
 
 def test_box_outside_the_slice_range_is_a_clear_error() -> None:
     with pytest.raises(InputError, match="share no slice"):
-        _segmenter().predict(_scan()[0], roi=Box(0, 4, 0, 40, 0, 56), slice_range=(6, 9))
+        _segmenter().predict_labels(_scan()[0], roi=Box(0, 4, 0, 40, 0, 56), slice_range=(6, 9))
 

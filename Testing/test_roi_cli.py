@@ -53,11 +53,11 @@ def segment(scan: Path, model: Path, out: Path, *options: str) -> tuple[int, np.
 
 def engine_labels(scan: Path, model: Path, box: Box) -> np.ndarray:
     from fossilsegment_engine.inference.postprocess import PostprocessOptions
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
     from fossilsegment_engine.io.volume_io import read_volume
 
-    segmenter = Segmenter(model, device="cpu")
-    return segmenter.predict(read_volume(scan), roi=box, postprocess=PostprocessOptions(0, False)).array
+    segmenter = Predictor.load(model, device="cpu")
+    return segmenter.predict_labels(read_volume(scan), roi=box, postprocess=PostprocessOptions(0, False)).array
 
 
 def outside(box: Box) -> np.ndarray:
@@ -75,9 +75,9 @@ def test_voxel_roi(scan, tiny_model_dir, tmp_path):
     assert np.array_equal(labels, engine_labels(scan, tiny_model_dir, box))
     assert provenance["parameters"]["roi_ijk"] == [[5, 30], [8, 25], [2, 9]]
     assert "roi_mm_lps" not in provenance["parameters"]
-    # what actually ran is recorded (a small CPU job: eager, no int8 check)
+    # what actually ran is recorded (a small CPU job: eager)
+    assert provenance["inference"] == {"mode": provenance["inference"]["mode"]}
     assert provenance["inference"]["mode"] in {"eager-fp32", "eager-bf16"}
-    assert provenance["inference"]["int8_sample_agreement"] is None
 
 
 def test_mm_roi_on_oblique_scan(scan, tiny_model_dir, tmp_path):

@@ -108,7 +108,7 @@ def assert_equals_engine(segNode, volumeNode, labelmap, classes) -> None:
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_process_equals_engine_voxel_for_voxel(scene, logic, model_dir, geometry):
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
 
     volumeNode = add_volume(GEOMETRIES[geometry])
     volume = logic.prepareInput(volumeNode)
@@ -117,10 +117,10 @@ def test_process_equals_engine_voxel_for_voxel(scene, logic, model_dir, geometry
 
     segNode = logic.process(volumeNode, model=model_dir, **FAST)
 
-    engine = Segmenter(model_dir, device="cpu")
+    engine = Predictor.load(model_dir, device="cpu")
     from fossilsegment_engine.inference.postprocess import PostprocessOptions
 
-    expected = engine.predict(volume, postprocess=PostprocessOptions(min_island_voxels=0, fill_holes=False))
+    expected = engine.predict_labels(volume, postprocess=PostprocessOptions(min_island_voxels=0, fill_holes=False))
     classes = [c for c in engine.classes if c["value"] > 0]
     present = [c["name"] for c in classes if np.any(expected.array == c["value"])]
     assert len(present) >= 2, "test model too degenerate to compare segments"
@@ -141,7 +141,7 @@ def test_default_postprocess_and_parent_transform(scene, logic, model_dir):
     segNode = logic.process(volumeNode, model=model_dir, device="cpu")  # default clean-up options
     assert segNode.GetTransformNodeID() == transform.GetID()
     engine = logic.getSegmenter(model_dir, "cpu")
-    expected = engine.predict(logic.prepareInput(volumeNode), postprocess=PostprocessOptions())
+    expected = engine.predict_labels(logic.prepareInput(volumeNode), postprocess=PostprocessOptions())
     assert_equals_engine(segNode, volumeNode, expected, [c for c in engine.classes if c["value"] > 0])
 
 
@@ -191,7 +191,7 @@ def test_existing_segments_need_overwrite(scene, logic, model_dir):
     engine = logic.getSegmenter(model_dir, "cpu")
     from fossilsegment_engine.inference.postprocess import PostprocessOptions
 
-    expected = engine.predict(logic.prepareInput(volumeNode), postprocess=PostprocessOptions(0, False))
+    expected = engine.predict_labels(logic.prepareInput(volumeNode), postprocess=PostprocessOptions(0, False))
     for c in (c for c in engine.classes if c["value"] > 0):
         got = segment_array(segNode, segNode.GetSegmentation().GetSegmentIdBySegmentName(c["name"]), volumeNode)
         assert np.array_equal(got, expected.array == c["value"])

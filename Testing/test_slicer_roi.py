@@ -182,7 +182,7 @@ class RecordingSegmenter:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def predict(self, volume, progress=None, cancel=None, postprocess=None, slice_range=None, roi=None, **_):
+    def predict_labels(self, volume, progress=None, cancel=None, postprocess=None, slice_range=None, roi=None, **_):
         self.calls.append(dict(slice_range=slice_range, roi=roi))
         labels = np.zeros(volume.shape, np.uint8)
         labels[roi.slices() if roi is not None else slice(None)] = 1

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fossilsegment_engine.errors import InputError
+from fossilsegment_engine.inference.predictor import Prediction
 from fossilsegment_engine.inference.uncertainty import (
     METHODS,
     auroc,
@@ -24,13 +25,13 @@ class StubSegmenter:
     def __init__(self, rule):
         self.rule, self.calls = rule, 0
 
-    def predict(self, volume, progress=None, cancel=None, postprocess=None, return_probabilities=False):
+    def predict_probabilities(self, volume, progress=None, cancel=None, postprocess=None):
         self.calls += 1
         p1 = np.rint(self.rule(volume.array) * 255).astype(np.uint8)
         probs = [volume.with_array(255 - p1), volume.with_array(p1)]
         if progress:
             progress(volume.shape[0], volume.shape[0])
-        return volume.with_array((p1 > 127).astype(np.uint8)), probs
+        return Prediction(volume.with_array((p1 > 127).astype(np.uint8)), probs)
 
 
 def vol() -> Volume:
@@ -72,11 +73,11 @@ def test_entropy_ranking_and_auroc():
 
 
 def test_real_model_and_files(tmp_path, tiny_model_dir):
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
 
     rng = np.random.default_rng(0)
     v = Volume(rng.normal(0, 1, (5, 32, 32)).astype(np.float32), (0.3, 0.3, 0.9), (5.0, 6.0, 7.0))
-    seg = Segmenter(tiny_model_dir, device="cpu")
+    seg = Predictor.load(tiny_model_dir, device="cpu")
     for method in METHODS:
         u, labels = uncertainty_volume(seg, v, method, return_labels=True)
         assert u.array.shape == v.shape and 0 <= u.array.min() and u.array.max() <= 1 and u.array.max() > 0
@@ -106,12 +107,12 @@ def test_cli_segment_uncertainty(tmp_path, tiny_model_dir, capsys):
 def test_roi_limits_uncertainty_to_the_box(tiny_model_dir):
     """A box of whole slices gives the full run's uncertainty there (tta, softmax) and 0 elsewhere; any box
     and method: nothing outside it is computed."""
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
     from fossilsegment_engine.roi import Box
 
     rng = np.random.default_rng(1)
     v = Volume(rng.normal(0, 1, (7, 32, 40)).astype(np.float32), (0.3, 0.3, 0.9), (5.0, 6.0, 7.0))
-    seg = Segmenter(tiny_model_dir, device="cpu")
+    seg = Predictor.load(tiny_model_dir, device="cpu")
     slab = Box(2, 5, 0, 32, 0, 40)
     for method in ("tta", "softmax"):
         full = uncertainty_volume(seg, v, method).array

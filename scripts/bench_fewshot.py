@@ -4,7 +4,7 @@
 For 1, 3, 5 and 10 evenly spaced annotated axial slices (spread over the slices holding bone), every method gets
 the same volume and the same annotated slices and is scored over the *unannotated* slices (foreground = label > 0):
 
-(a) the model unchanged; (b0) fine-tune + segment (``finetune_in_memory`` + ``Segmenter``, the recipe to beat);
+(a) the model unchanged; (b0) fine-tune + segment (``finetune_in_memory`` + ``Predictor``, the recipe to beat);
 (b) the new method (``fossilsegment_engine.finetune.learn.learn_and_segment``, what ``fossilsegment learn`` runs);
 (c) ITK morphological contour interpolation; (c2) signed-distance interpolation between annotated slices;
 (d) Biomedisa smart interpolation (run with ``--biomedisa-python``, a separate venv); (e) a random forest on
@@ -188,18 +188,18 @@ def run_method(method: str, work: Path, ks: list[int], args: argparse.Namespace)
     labels = volume.with_array(sparse)
     if method == "b":
         return learn_adapter(volume, labels, ks, args)
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
     from fossilsegment_engine.models import load_model
 
     module, config = load_model(args.model)
     if method == "a":
-        return Segmenter.from_module(module, config, device=args.device).predict(volume).array
+        return Predictor.from_module(module, config, device=args.device).predict_labels(volume).array
     from fossilsegment_engine.finetune import FinetuneOptions, finetune_in_memory
 
     extra = {} if args.max_steps is None else {"max_steps": args.max_steps}
     res = finetune_in_memory(volume, labels, ks, (module, config),
                              FinetuneOptions(max_minutes=args.max_minutes, device=args.device, **extra))
-    return Segmenter.from_module(res.module, res.config, device=args.device).predict(volume).array
+    return Predictor.from_module(res.module, res.config, device=args.device).predict_labels(volume).array
 
 
 def warm_imports(method: str) -> None:
@@ -213,7 +213,7 @@ def warm_imports(method: str) -> None:
         import sklearn.ensemble  # noqa: F401
     elif method != "c2":
         import fossilsegment_engine.finetune  # noqa: F401
-        import fossilsegment_engine.inference.segmenter  # noqa: F401
+        import fossilsegment_engine.inference.predictor  # noqa: F401
 
 
 def child_main(args: argparse.Namespace) -> int:

@@ -86,7 +86,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from fossilsegment_engine.finetune import FinetuneOptions, finetune_in_memory
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
     from fossilsegment_engine.inference.uncertainty import (auroc, mean_probabilities, normalized_entropy,
                                                                spearman)
     from fossilsegment_engine.models import load_model
@@ -97,7 +97,7 @@ def main() -> None:
     if args.max_steps is not None:
         extra["max_steps"] = args.max_steps
     module, config = load_model(args.model)
-    base = Segmenter.from_module(module, config, device=args.device)
+    base = Predictor.from_module(module, config, device=args.device)
     print(f"model {config.name}; family {args.family}; size {args.size}; {args.seeds} phantom(s); "
           f"budget {args.max_minutes} min; torch threads {args.threads}; load average {os.getloadavg()}")
     rows: dict[int, list[tuple[float, float, float, float]]] = {n: [] for n in counts}
@@ -109,7 +109,7 @@ def main() -> None:
         truth = np.where(truth >= config.n_classes, 1, truth).astype(np.uint8)
         labels = labels.with_array(truth)
         t0 = time.monotonic()
-        plain = base.predict(volume).array
+        plain = base.predict_labels(volume).array
         predict_s = time.monotonic() - t0
         print(f"phantom {9000 + s}: shape {volume.shape}, prediction {predict_s:.1f} s")
         for n in counts:
@@ -120,7 +120,7 @@ def main() -> None:
                                                      refit=args.refit, holdout=args.early_stopping or args.refit,
                                                      **extra))
             tune_s = time.monotonic() - t0
-            tuned = Segmenter.from_module(res.module, res.config, device=args.device).predict(volume).array
+            tuned = Predictor.from_module(res.module, res.config, device=args.device).predict_labels(volume).array
             rows[n].append((dice_unannotated(truth, plain, ks), dice_unannotated(truth, tuned, ks),
                             dice_unannotated(truth, interpolate(truth, ks), ks), tune_s))
             fit = dice_unannotated(truth, tuned, sorted(set(range(len(truth))) - set(ks)))  # on the slices it learnt

@@ -22,15 +22,15 @@ minute where fresh host memory is slow to map (a virtual machine: the report giv
 also pays for its 2.4 GB labelmap).
 
 Timed, each from the host uint16 array to a host uint8 labelmap, after a short warm-up of each path:
-1. ``Segmenter.predict`` (default model, automatic batch size, pipelined on CUDA), clean-up excluded;
+1. ``PipelinedPredictor.predict_labels`` (default model, automatic batch size), clean-up excluded;
 2. MONAI ``SliceInferer`` (``spatial_dim=0``, 2D windows of the model's tile size, same overlap, Gaussian
    blending with sigma = tile/8, ``sw_batch_size`` windows per call) on the same network call (same module,
    precision and channels_last), fed the same normalised 2.5D stacks in slabs of slices, then argmax —
    agreement with 1. is the share of equal voxels. MONAI is given the engine's GPU-side preparation (raw
    uint16 slices uploaded, normalised and stacked on the GPU), not a CPU transform chain, so the speed-up
    measures the inferer and the pipelining alone (a conservative ratio);
-3. ``Segmenter.predict(..., pipelined=False)`` (the plain path; shows what the pipelining gains);
-4. ``Segmenter.predict`` with the default clean-up (end to end as ``fossilsegment segment`` runs it).
+3. ``Predictor.predict_labels`` (the plain path; shows what the pipelining gains);
+4. ``PipelinedPredictor.predict_labels`` with the default clean-up (end to end as ``fossilsegment segment`` runs it).
 Prints a table (seconds, slices/s, voxels/s, peak GPU memory, agreement) with the issue-6 targets
 (≤ 10 s; ≥ 1.5× MONAI), and with ``--json`` writes it after each step, so an interrupted run keeps its figures.
 """
@@ -55,9 +55,9 @@ import torch
 
 from fossilsegment_engine.atomic import atomic_path
 from fossilsegment_engine.inference.normalize import volume_intensity_range
-from fossilsegment_engine.inference.pipelined import device_stacks, prepare_batch
+from fossilsegment_engine.inference.pipelined import PipelinedPredictor, device_stacks, prepare_batch
 from fossilsegment_engine.inference.postprocess import PostprocessOptions
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.inference.tiling import overlap_pixels, round_up
 from fossilsegment_engine.volume import Volume
 
@@ -100,12 +100,13 @@ def make_volume(shape_ijk: tuple[int, int, int], seed: int = 0) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ MONAI
-def monai_segment(seg: Segmenter, array: np.ndarray, sw_batch: int, slab: int) -> np.ndarray:
+def monai_segment(seg: Predictor, array: np.ndarray, sw_batch: int, slab: int) -> np.ndarray:
     """Labels of ``array`` (K, J, I) by MONAI's SliceInferer around ``seg``'s network call."""
     from monai.inferers import SliceInferer
 
     cfg, dev = seg.config, seg.device
-    multiple, tile = seg._multiple, round_up(cfg.tile_size, seg._multiple) if cfg.tile_size else None
+    multiple = seg.inferer.multiple
+    tile = round_up(cfg.tile_size, multiple) if cfg.tile_size else None
     # as the engine's tiling: an axis no longer than the tile is one window padded to the model's multiple
     roi = tuple(tile if tile and n > tile else round_up(n, multiple) for n in array.shape[1:])
     overlap = (0.0, *(overlap_pixels(r, cfg.tile_overlap) / r for r in roi))  # none across slices
@@ -119,7 +120,7 @@ def monai_segment(seg: Segmenter, array: np.ndarray, sw_batch: int, slab: int) -
             stop = min(start + slab, array.shape[0])
             item = prepare_batch(array, start, stop, cfg.context_slices, pin=False)
             x = device_stacks(item.block.to(dev), item.rows.to(dev), lo, hi, item.unsigned16)  # (S, C, J, I)
-            logits = inferer(x.permute(1, 0, 2, 3).unsqueeze(0), seg._forward)  # (1, classes, S, J, I)
+            logits = inferer(x.permute(1, 0, 2, 3).unsqueeze(0), seg.network)  # (1, classes, S, J, I)
             out[start:stop] = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
             del x, logits
     return out
@@ -140,7 +141,7 @@ def monai_slab(requested: int, array: np.ndarray, n_classes: int, n_context: int
 # ------------------------------------------------------------------------------------------------ timing
 def hardware(device: torch.device) -> dict[str, Any]:
     """What ran it: CPU, GPU, library versions."""
-    from fossilsegment_engine.inference.benchmark import cpu_name
+    from fossilsegment_engine.inference.device import cpu_name
 
     cpu = cpu_name(torch.device("cpu"))
     info: dict[str, Any] = {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -236,7 +237,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--monai-slab", type=int, default=0, help="slices per SliceInferer call (0: from free memory)")
     p.add_argument("--warmup-slices", type=int, default=48, help="slices segmented once per path before timing")
     p.add_argument("--skip-monai", action="store_true")
-    p.add_argument("--skip-plain", action="store_true", help="leave out the non-pipelined Segmenter path")
+    p.add_argument("--skip-plain", action="store_true", help="leave out the non-pipelined Predictor path")
     p.add_argument("--skip-postprocess", action="store_true", help="leave out the run with the CPU clean-up")
     p.add_argument("--no-cudnn-benchmark", action="store_true", help="keep cuDNN's default algorithm choice")
     p.add_argument("--seed", type=int, default=0)
@@ -262,8 +263,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, logs: _LogLines, argv: list[str]) -> dict[str, Any]:
-    seg = Segmenter(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision,
-                    backend=args.backend)
+    from fossilsegment_engine.models.store import load_model
+
+    module, config = load_model(args.model, device="cpu")
+    options = {"batch_size": args.batch_size, "precision": args.precision, "backend": args.backend}
+    seg = PipelinedPredictor(module, config, args.device, **options)
+    plain = Predictor(module, config, args.device, **options)  # the same network, batches not pipelined
     dev = seg.device
     t0 = time.perf_counter()
     array = make_volume(tuple(args.shape), args.seed)
@@ -296,8 +301,8 @@ def _run(args: argparse.Namespace, logs: _LogLines, argv: list[str]) -> dict[str
         return out
 
     if warm is not None:
-        seg.predict(warm, **none)
-    ours = step("Segmenter.predict (pipelined, no clean-up)", lambda: seg.predict(volume, **none).array, None)
+        seg.predict_labels(warm, **none)
+    ours = step("predict_labels (pipelined, no clean-up)", lambda: seg.predict_labels(volume, **none).array, None)
     if not args.skip_monai:
         slab = monai_slab(args.monai_slab, array, seg.config.n_classes, seg.config.context_slices, dev)
         report["monai"] = {"sw_batch_size": args.monai_sw_batch, "slab_slices": slab}
@@ -306,12 +311,11 @@ def _run(args: argparse.Namespace, logs: _LogLines, argv: list[str]) -> dict[str
         step("MONAI SliceInferer (same network)", lambda: monai_segment(seg, array, args.monai_sw_batch, slab), ours)
     if not args.skip_plain:
         if warm is not None:
-            seg.predict(warm, pipelined=False, **none)
-        step("Segmenter.predict (plain, no clean-up)", lambda: seg.predict(volume, pipelined=False, **none).array,
-             ours)
+            plain.predict_labels(warm, **none)
+        step("predict_labels (plain, no clean-up)", lambda: plain.predict_labels(volume, **none).array, ours)
     if not args.skip_postprocess:
-        step("Segmenter.predict (pipelined, with clean-up)",
-             lambda: seg.predict(volume, postprocess=PostprocessOptions()).array, None)
+        step("predict_labels (pipelined, with clean-up)",
+             lambda: seg.predict_labels(volume, postprocess=PostprocessOptions()).array, None)
 
     res = {r["method"]: r for r in report["results"]}
     first = report["results"][0]["seconds"]
@@ -322,10 +326,10 @@ def _run(args: argparse.Namespace, logs: _LogLines, argv: list[str]) -> dict[str
         report["targets"][f"speed-up vs MONAI ≥ {TARGET_VS_MONAI}×"] = (
             f"{ratio:.2f}× ({'met' if ratio >= TARGET_VS_MONAI else 'NOT met'})")
         report["speedup_vs_monai"] = round(ratio, 3)
-    cleaned = res.get("Segmenter.predict (pipelined, with clean-up)")
+    cleaned = res.get("predict_labels (pipelined, with clean-up)")
     if cleaned is not None:
         report["targets"]["clean-up adds"] = f"{cleaned['seconds'] - first:.2f} s (CPU)"
-    plain = res.get("Segmenter.predict (plain, no clean-up)")
+    plain = res.get("predict_labels (plain, no clean-up)")
     if plain is not None:
         report["speedup_vs_plain"] = round(plain["seconds"] / first, 3)
     report["mode"] = seg.mode  # backend-precision the timed runs used

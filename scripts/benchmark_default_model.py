@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from fossilsegment_engine.atomic import atomic_path
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.training.evaluate import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,7 +35,7 @@ METHODS = (("model", "Model"), ("otsu", "Otsu (global)"), ("region_growing", "Re
 
 
 def hardware(device: str) -> str:
-    from fossilsegment_engine.inference.benchmark import cpu_name
+    from fossilsegment_engine.inference.device import cpu_name
 
     cpu = cpu_name(torch.device("cpu"))
     text = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/benchmark_default_model.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     recipe = json.loads((args.data_root / "recipe.json").read_text()) if (args.data_root / "recipe.json").is_file() else {}
     t0 = time.monotonic()
-    seg = Segmenter(args.model, device=args.device)
+    seg = Predictor.load(args.model, device=args.device)
     tmp_report = args.assets.parent / f".{args.assets.name}.report.tmp"
     shutil.rmtree(tmp_report, ignore_errors=True)
     report = evaluate(seg, [args.data_root / "test_seen", args.data_root / "test_heldout"], baselines=True,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.io.overlay import write_overlay_png
 from fossilsegment_engine.volume import Volume
 
@@ -28,8 +28,8 @@ def segment_slice(model: Any, input_path: Path, out: Path, device: str = "auto",
     if array.ndim != 2:
         raise SystemExit(f"expected one 2D slice, got shape {array.shape}")
     volume = Volume(array[None])
-    seg = model if isinstance(model, Segmenter) else Segmenter(model, device=device)
-    labels = seg.predict(volume)
+    seg = model if isinstance(model, Predictor) else Predictor.load(model, device=device)
+    labels = seg.predict_labels(volume)
     write_overlay_png(volume, labels, out, seg.classes, n_slices=1, views=False, force=True, panel_size=panel_size)
     return {c["name"]: float(np.mean(labels.array == c["value"])) for c in seg.classes}
 

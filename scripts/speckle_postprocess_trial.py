@@ -20,14 +20,15 @@ from skimage.filters import apply_hysteresis_threshold
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speckle_report import REAL, real_volumes, small_pieces, speckle_figure  # noqa: E402
 
-from fossilsegment_engine.inference.segmenter import Segmenter  # noqa: E402
+from fossilsegment_engine.inference.predictor import Predictor  # noqa: E402
 from fossilsegment_engine.io.volume_io import read_labelmap, read_volume  # noqa: E402
 from fossilsegment_engine.volume import Volume  # noqa: E402
 
 
-def variants(seg: Segmenter, volume: Volume, slices: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+def variants(seg: Predictor, volume: Volume, slices: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """{variant name: boolean bone mask} for the default output and each clean-up."""
-    labels, probs = seg.predict(volume, return_probabilities=True, slice_range=slices)
+    prediction = seg.predict_probabilities(volume, slice_range=slices)
+    labels, probs = prediction.labels, prediction.probabilities
     fg = labels.array > 0
     p = probs[1].array.astype(np.float32) / 255
     out = {"default": fg}
@@ -48,7 +49,7 @@ def main() -> int:
     ap.add_argument("--phantoms", type=Path, required=True, help="folder of phantom specimen folders")
     ap.add_argument("--real", type=Path, default=REAL)
     args = ap.parse_args()
-    seg = Segmenter(None, device="cpu")
+    seg = Predictor.load(None, device="cpu")
     for name, (volume, slices) in real_volumes(args.real).items():
         k0, k1 = slices or (0, volume.shape[0])
         for variant, mask in variants(seg, volume, slices).items():

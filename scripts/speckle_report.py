@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.io.overlay import render_overlay
 from fossilsegment_engine.io.volume_io import read_volume
 from fossilsegment_engine.volume import Volume
@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     volumes = real_volumes(args.real)
     if not volumes:
         raise SystemExit(f"no real scans under {args.real}")
-    seg = Segmenter(args.model, device=args.device)
+    seg = Predictor.load(args.model, device=args.device)
     print(f"model {seg.config.name}; pieces < {args.max_px} px per slice (8-connected)")
     for name, (volume, slices) in volumes.items():
-        labels = seg.predict(volume, slice_range=slices)
+        labels = seg.predict_labels(volume, slice_range=slices)
         k0, k1 = slices if slices is not None else (0, volume.shape[0])
         fig = speckle_figure(labels.array[k0:k1], args.max_px)
         print(f"{name}: {k1 - k0} slices of {volume.shape[1]}x{volume.shape[2]}: {fig['pieces']} small pieces, "

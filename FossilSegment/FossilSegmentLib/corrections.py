@@ -301,12 +301,12 @@ class CorrectionsLogicMixin:
                        sliceRange: Optional[tuple[int, int]] = None, roi: Optional[Box] = None) -> Volume:
         """Per-voxel uncertainty (float32, 0..1) of ``volume`` (any thread, no MRML); with ``sliceRange`` and/or
         ``roi`` only that region, as Apply segments it (0 elsewhere)."""
-        from fossilsegment_engine.inference.segmenter import Segmenter
+        from fossilsegment_engine.inference.predictor import Predictor
         from fossilsegment_engine.inference.uncertainty import DEFAULT_METHOD, uncertainty_volume
 
         box = region_box(volume.shape, sliceRange, roi)  # the whole volume when neither is given
         if useFinetuned and self.finetuned is not None:
-            segmenter = Segmenter.from_module(*self.finetuned, device=device)
+            segmenter = Predictor.from_module(*self.finetuned, device=device)
         else:
             segmenter = self.getSegmenter(model, device)
         return uncertainty_volume(segmenter, volume, method or DEFAULT_METHOD, progress=progress, cancel=cancel,

@@ -31,7 +31,8 @@ from .job_logic import JobLogicMixin
 from .geometry import lpsGeometryFromIJKToRAS
 
 MODULE_NAME = "FossilSegment"
-#: ``factory(model, device, batchSize)`` → an object with ``.predict(...)`` and ``.classes`` (the engine's Segmenter).
+#: ``factory(model, device, batchSize)`` → an object with ``.predict_labels(...)`` and ``.classes`` (the engine's
+#: Predictor).
 SegmenterFactory = Callable[[Optional[str], str, Optional[int]], Any]
 
 
@@ -40,10 +41,10 @@ ROI_TOLERANCE_VOXELS = 1e-3
 
 
 def defaultSegmenterFactory(model: Optional[str], device: str, batchSize: Optional[int]) -> Any:
-    """The engine's Segmenter (imports torch on first use only)."""
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    """The engine's Predictor (imports torch on first use only)."""
+    from fossilsegment_engine.inference.predictor import Predictor
 
-    return Segmenter(model, device=device, batch_size=batchSize)
+    return Predictor.load(model, device=device, batch_size=batchSize)
 
 
 def _ijkToRAS(volumeNode) -> np.ndarray:
@@ -212,8 +213,8 @@ class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
         options = PostprocessOptions(min_island_voxels=int(minIslandVoxels), fill_holes=bool(fillHoles))
         # one bar for both steps; the 3D clean-up takes roughly a tenth of the CPU time of segmenting
         segmenting, cleaning = phases(progress, [10, 1])
-        labelmap = segmenter.predict(volume, progress=segmenting, cancel=cancel, postprocess=options, roi=box,
-                                     cleanup_progress=cleaning)
+        labelmap = segmenter.predict_labels(volume, progress=segmenting, cancel=cancel, postprocess=options, roi=box,
+                                            cleanup_progress=cleaning)
         check_cancelled(cancel)
         return labelmap
 

@@ -88,9 +88,7 @@ def provenance(segmenter: Any, volume: Volume, parameters: dict[str, Any],
         "input_spacing_mm": list(volume.spacing),
         "input_notes": list(volume.meta.get("notes", [])),  # e.g. "RGB converted to luminance"
         "parameters": parameters,
-        # what actually ran (known after predict): e.g. int8-bf16 after its agreement check, or compiled-bf16
-        "inference": {"mode": getattr(segmenter, "mode", None),
-                      "int8_sample_agreement": getattr(segmenter, "int8_agreement", None)},
+        "inference": {"mode": getattr(segmenter, "mode", None)},  # what ran (known after predicting), e.g. eager-bf16
         "corrected_slices": sorted({int(k) for k in corrected_slices}) if corrected_slices else [],
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -172,7 +170,7 @@ def segment_and_write(volume: Volume, segmenter: Any, outputs: Outputs, paramete
                       **predict_options: Any) -> RunRecord:
     """Segment ``volume`` with a loaded ``segmenter`` and write ``outputs``; returns the run record."""
     outputs.check()
-    labelmap = segmenter.predict(volume, progress=progress, cancel=cancel, **predict_options)
+    labelmap = segmenter.predict_labels(volume, progress=progress, cancel=cancel, **predict_options)
     params = {**(parameters or {}), "mesh": outputs.mesh.to_json()} if outputs.stl_dir or outputs.qc_dir else parameters
     meta = provenance(segmenter, volume, params or {}, corrected_slices)
     record = RunRecord(labelmap=labelmap, provenance=meta)

@@ -61,10 +61,11 @@ class ScanResult:
 
 
 def load_segmenter(options: BatchOptions):
-    """The Segmenter for ``options`` (load once per process)."""
-    from ..inference.segmenter import Segmenter
+    """The Predictor for ``options`` (load once per process)."""
+    from ..inference.predictor import Predictor
 
-    return Segmenter(options.model, device=options.device, batch_size=options.batch_size, precision=options.precision)
+    return Predictor.load(options.model, device=options.device, batch_size=options.batch_size,
+                          precision=options.precision)
 
 
 def bone_volume_mm3(labelmap: Any, classes: list[dict]) -> float:

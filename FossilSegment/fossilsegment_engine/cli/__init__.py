@@ -14,7 +14,7 @@ from ..errors import Cancelled, FossilSegmentError
 from . import _progress
 
 #: sub-command modules, in help order
-COMMANDS = ("segment", "batch", "phantom", "demo", "train", "evaluate", "calibrate", "finetune", "learn", "bench")
+COMMANDS = ("segment", "batch", "phantom", "demo", "train", "evaluate", "calibrate", "finetune", "learn")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,14 +49,14 @@ def _offsets(text: str | None) -> tuple[float, ...]:
 def run(args: argparse.Namespace) -> int:
     from ..atomic import check_can_write
     from ..errors import InputError
-    from ..inference.segmenter import Segmenter
+    from ..inference.predictor import Predictor
     from ..models import ModelConfig, load_model, model_hash, resolve_model_dir, save_model
     from ..training.calibrate import calibrate, with_foreground_bias
 
     offsets = _offsets(args.offsets)
     check_can_write(args.out, args.force)
     folder = resolve_model_dir(args.model)
-    segmenter = Segmenter(folder, device=args.device, backend="eager")
+    segmenter = Predictor.load(folder, device=args.device, backend="eager")
     config = segmenter.config
     names = None
     if args.validation_split:

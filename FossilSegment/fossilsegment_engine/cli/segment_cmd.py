@@ -27,8 +27,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     p.add_argument("--backend", default="auto", choices=["auto", "eager", "compiled", "int8"],
-                   help="auto: torch.compile for large CPU jobs in bf16 when a C++ compiler exists (int8 if torchao is "
-                        "installed and int8 agrees ≥ 99.95 %% with fp32 on slices of the volume), else eager; "
+                   help="auto: torch.compile for large CPU jobs in bf16 when a C++ compiler exists, else eager; "
                         "int8: quantized, CPU only, needs torchao (opt-in)")
     p.add_argument("--min-island", type=int, default=64, metavar="VOXELS",
                    help="remove connected pieces smaller than this (default 64); every larger piece is kept")
@@ -148,18 +147,18 @@ def default_output(input_path: Path) -> Path:
 
 
 def predict_options(args: argparse.Namespace) -> dict:
-    """Segmenter.predict keyword arguments from the shared model options."""
+    """Predictor.predict_labels keyword arguments from the shared model options."""
     from ..inference.postprocess import PostprocessOptions
 
     return {"postprocess": PostprocessOptions(min_island_voxels=args.min_island, fill_holes=not args.no_fill_holes)}
 
 
 def load_segmenter(args: argparse.Namespace):
-    """The Segmenter for ``--model/--device/--batch-size/--precision`` (loaded once)."""
-    from ..inference.segmenter import Segmenter
+    """The Predictor for ``--model/--device/--batch-size/--precision/--backend`` (loaded once)."""
+    from ..inference.predictor import Predictor
 
-    return Segmenter(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision,
-                     backend=getattr(args, "backend", "auto"))
+    return Predictor.load(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision,
+                          backend=getattr(args, "backend", "auto"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ def slab_length(slice_voxels: int, n_slices: int, max_bytes: int = DEFAULT_MAX_B
     """Slices per slab so that one slab's temporaries stay within ``max_bytes`` (at least 1 slice).
 
     All ``n_slices`` when they fit (one labelling pass, no second one); otherwise slabs of at most
-    ``SLAB_BYTES`` — labelling runs ~10-20 % faster on a cache-sized slab than on a big one.
+    ``SLAB_BYTES`` — labelling runs faster on a cache-sized slab than on a big one.
     """
     per_slice = BYTES_PER_VOXEL * max(1, int(slice_voxels))
     if n_slices * per_slice <= max_bytes:

@@ -2,9 +2,7 @@
 
 Inference (:func:`resolve_inference_precision`), precision ``"auto"``: bf16 autocast on CUDA (fp16 where the GPU
 lacks bf16); on the CPU bf16 where it has native bf16 instructions (AVX512-BF16 or AMX), else fp32; fp32 on MPS.
-On such CPUs bf16 autocast + channels_last is about 2x faster than fp32, and on the default model it labels
-99.97 % of voxels as fp32 does (`fossilsegment bench`: the demo scan mirrored to 512²); without native
-bf16 the CPU emulates it, slower than fp32.
+Without native bf16 the CPU emulates it, slower than fp32 (measurements: docs/benchmarks/speed_scale.md).
 
 Training (:func:`resolve_precision`), precision ``"auto"``: bf16 (or fp16) on CUDA, fp32 on CPU and MPS.
 """
@@ -12,7 +10,9 @@ Training (:func:`resolve_precision`), precision ``"auto"``: bf16 (or fp16) on CU
 from __future__ import annotations
 
 import contextlib
+import platform
 import re
+from pathlib import Path
 from typing import ContextManager
 
 import torch
@@ -41,6 +41,19 @@ def describe_devices() -> list[str]:
     if _mps_available():
         found.append("mps (Apple GPU)")
     return found
+
+
+def cpu_name(device: torch.device) -> str:
+    """The GPU name on CUDA, else the CPU model name (/proc/cpuinfo, or platform's guess)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def choose_device(requested: str | torch.device | None = "auto") -> torch.device:

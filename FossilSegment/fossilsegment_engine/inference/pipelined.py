@@ -1,20 +1,10 @@
-"""Pipelined slice-batch inference: host preparation, copy in, compute and copy out of successive batches overlap.
+"""``PipelinedPredictor``: host preparation, copy in, compute and copy out of successive batches overlap (CUDA).
 
-For each batch of axial slices ``[start, stop)`` a background thread reads the slices the batch needs
-once (the batch plus its 2.5D context neighbours, not ``n_context`` copies) in the volume's own integer
-type into page-locked host memory. The main thread then, on a GPU:
-
-- copies batch n+1 host→device on a *copy-in* stream (raw uint16/int16 bytes: 6× less than float32 stacks
-  with 3 context slices),
-- normalises it and builds its 2.5D stacks on the device, then predicts it on the *compute* (current)
-  stream as soon as batch n's kernels are queued,
-- copies batch n's uint8 labels device→host on a *copy-out* stream into page-locked memory,
-
-and waits for batch n's labels only after batch n+1 is queued, so the GPU never waits for the host.
-Events order the streams; ``record_stream`` keeps the caching allocator from reusing a buffer another
-stream still reads. On the CPU the streams, events and pinning are no-ops and the same code gives
-exactly the labels of the plain path (normalisation is the same float32 arithmetic as
-:func:`~.normalize.apply_intensity_range`).
+A background thread reads the slices each batch needs, once, in the volume's own integer type into
+page-locked memory. On a GPU, batch n+1 is copied in on a *copy-in* stream, normalised and stacked on the
+device and predicted on the compute stream while batch n's uint8 labels go back on a *copy-out* stream;
+events order the streams and ``record_stream`` keeps the allocator from reusing a buffer too early. On the
+CPU the streams and pinning are no-ops and the labels equal :class:`~.predictor.Predictor`'s exactly.
 """
 
 from __future__ import annotations
@@ -30,11 +20,11 @@ import torch
 
 from ..progress import CancelToken, check_cancelled
 from .context import context_indices
+from .predictor import Predictor, Sink, slice_batches
+from .slice_inferer import Network, labels_and_probabilities
 
 #: ``(x float32 (N, C, h, w) on the device) -> (labels uint8 (N, h, w), probabilities uint8 (N, classes, h, w) | None)``
 PredictStack = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
-#: ``sink(start, stop, labels (N, h, w), probabilities (N, classes, h, w) | None)``, called in slice order
-Sink = Callable[[int, int, np.ndarray, "np.ndarray | None"], None]
 
 #: volume dtypes sent to the device as they are (their conversion to float32 is exact there);
 #: any other dtype is converted to float32 on the host by numpy, as the plain path does
@@ -92,10 +82,11 @@ class _Prefetcher:
 
     _END = object()
 
-    def __init__(self, source: np.ndarray, ks: range, batch: int, n_context: int, pin: bool) -> None:
+    def __init__(self, array: np.ndarray, source: np.ndarray, ks: range, batch: int, n_context: int,
+                 pin: bool) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH)
         self._stop = threading.Event()
-        args = (source, ks, batch, n_context, pin)
+        args = (array, source, ks, batch, n_context, pin)
         self._thread = threading.Thread(target=self._run, args=args, name="fossilsegment-prefetch", daemon=True)
         self._thread.start()
 
@@ -108,10 +99,10 @@ class _Prefetcher:
                 continue
         return False
 
-    def _run(self, source: np.ndarray, ks: range, batch: int, n_context: int, pin: bool) -> None:
+    def _run(self, array: np.ndarray, source: np.ndarray, ks: range, batch: int, n_context: int, pin: bool) -> None:
         try:
-            for start in range(ks.start, ks.stop, batch):
-                item = prepare_batch(source, start, min(start + batch, ks.stop), n_context, pin)
+            for part in slice_batches(array, ks, batch, n_context):
+                item = prepare_batch(source, part.start, part.stop, n_context, pin)
                 if not self._put(item):
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
@@ -180,6 +171,7 @@ class _Lanes:
 @torch.inference_mode()
 def run_pipelined(
     predict_stack: PredictStack,
+    array: np.ndarray,
     source: np.ndarray,
     ks: range,
     batch: int,
@@ -190,7 +182,8 @@ def run_pipelined(
     sink: Sink,
     cancel: CancelToken | None = None,
 ) -> None:
-    """Predict slices ``ks`` of ``source`` (K, h, w) in batches of ``batch``; hand each to ``sink`` in order.
+    """Predict slices ``ks`` of ``source`` (K, h, w; a view of ``array``, whose pages are released as batches are
+    read) in batches of ``batch``; hand each to ``sink`` in order.
 
     ``cancel`` is checked before each batch is queued. An exception (e.g. out of memory) propagates after
     the batches already handed to ``sink`` — the caller resumes after the last one it received.
@@ -205,7 +198,7 @@ def run_pipelined(
             done.synchronize()
         sink(start, stop, lab.numpy(), None if prob is None else prob.numpy())
 
-    prefetch = _Prefetcher(source, ks, batch, n_context, pin=lanes.cuda)
+    prefetch = _Prefetcher(array, source, ks, batch, n_context, pin=lanes.cuda)
     try:
         for item in prefetch:
             check_cancelled(cancel)
@@ -224,3 +217,14 @@ def run_pipelined(
         if lanes.cuda:
             with contextlib.suppress(RuntimeError):  # after an error: let queued work finish before retrying
                 torch.cuda.synchronize(device)
+
+
+class PipelinedPredictor(Predictor):
+    """A :class:`~.predictor.Predictor` whose batches go through :func:`run_pipelined` (the default on CUDA)."""
+
+    def _run(self, network: Network, array: np.ndarray, source: np.ndarray, ks: range, batch: int, lo: float,
+             hi: float, sink: Sink, cancel: CancelToken | None, want_probs: bool) -> None:
+        def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return labels_and_probabilities(self._inferer.logits(x, network), want_probs)
+
+        run_pipelined(step, array, source, ks, batch, self._inferer.context, lo, hi, self._device, sink, cancel)

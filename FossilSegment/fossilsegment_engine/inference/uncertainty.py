@@ -84,8 +84,8 @@ def mean_probabilities(segmenter: Any, volume: Volume, method: str = DEFAULT_MET
             if progress is not None:
                 progress(offset + d, total)
 
-        _, probs = segmenter.predict(Volume(array), progress=report, cancel=cancel, postprocess=None,
-                                     return_probabilities=True, **where)
+        probs = segmenter.predict_probabilities(Volume(array), progress=report, cancel=cancel, postprocess=None,
+                                                **where).probabilities
         stacked = back(np.stack([p.array for p in probs])).astype(np.float32)
         acc = stacked if acc is None else acc + stacked
         done += where["roi"].shape[0] if where else array.shape[0]

@@ -77,7 +77,7 @@ def calibrate(segmenter: Any, data_dirs: Sequence[Path | str], names: Sequence[s
     for n, paths in enumerate(found):
         check_cancelled(cancel)
         volume, labels = read_pair(paths, len(classes))
-        _, probs = segmenter.predict(volume, cancel=cancel, postprocess=None, return_probabilities=True)
+        probs = segmenter.predict_probabilities(volume, cancel=cancel, postprocess=None).probabilities
         stack = np.stack([p.array for p in probs])
         truth = labels.array > 0
         for b, acc in scores.items():

@@ -1,6 +1,6 @@
 """Evaluate a model (and the classical baselines) on labelled specimen folders.
 
-For every specimen: the model's labelmap through :class:`~..inference.segmenter.Segmenter` (exactly what
+For every specimen: the model's labelmap through :class:`~..inference.predictor.Predictor` (exactly what
 users get, clean-up included), global Otsu and seeded region growing (seeds from the truth: an advantage),
 each scored with :mod:`.metrics`. Slices and voxel counts are pooled over all specimens, over each
 ``--data`` folder, and over each phantom family (``phantom.json``). With ``out_dir``: ``report.json``,
@@ -48,9 +48,9 @@ def _merge(into: dict[str, dict[str, ClassScores]], scores: dict[str, dict[str, 
 
 
 def _as_segmenter(model: Any, device: str) -> Any:
-    from ..inference.segmenter import Segmenter
+    from ..inference.predictor import Predictor
 
-    return model if isinstance(model, Segmenter) else Segmenter(model, device=device)
+    return model if isinstance(model, Predictor) else Predictor.load(model, device=device)
 
 
 def evaluate(
@@ -64,7 +64,7 @@ def evaluate(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` (name, folder or ``Segmenter``) on every specimen of ``data_dirs``; returns the report dict.
+    """Score ``model`` (name, folder or ``Predictor``) on every specimen of ``data_dirs``; returns the report dict.
 
     Truth labels of classes the model lacks (e.g. teeth, for a bone-only model) count as background.
     """
@@ -90,7 +90,7 @@ def evaluate(
         truth = labels.array
         info = _phantom_info(paths.folder)
         t0 = time.monotonic()
-        preds = {"model": seg.predict(volume, cancel=cancel).array}
+        preds = {"model": seg.predict_labels(volume, cancel=cancel).array}
         seconds = time.monotonic() - t0
         if baselines:
             preds["otsu"] = otsu_baseline(volume.array)

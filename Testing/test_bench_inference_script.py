@@ -1,29 +1,42 @@
-"""``fossilsegment bench`` and the benchmark engine: realistic input, every column, naive reference, errors."""
+"""scripts/bench_inference.py: realistic input, every column, naive reference, errors."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fossilsegment_engine.cli import main
 from fossilsegment_engine.errors import DeviceError
-from fossilsegment_engine.inference.benchmark import bench_volume, naive_labels, parse_modes
-from fossilsegment_engine.inference.segmenter import Segmenter
+from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.io.volume_io import read_volume
 from fossilsegment_engine.models.store import load_model
 from fossilsegment_engine.resources import resource_path
 
 CPU = torch.device("cpu")
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_inference.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bench_inference", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = _script()
+bench_volume, naive_labels, parse_modes = benchmark.bench_volume, benchmark.naive_labels, benchmark.parse_modes
 
 
 def test_bench_prints_every_column_and_writes_json(tiny_model_dir: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
+    code = benchmark.main(["--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
                  "--modes", "fp32", "bf16,auto", "--repeat", "1", "--batch-size", "2", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
@@ -50,7 +63,7 @@ def test_bench_refuses_an_existing_json_before_working(tiny_model_dir: Path, tmp
                                                         capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
     out.write_text("keep")
-    assert main(["bench", "--model", str(tiny_model_dir), "--size", "32", "--slices", "1", "--json", str(out)]) == 2
+    assert benchmark.main(["--model", str(tiny_model_dir), "--size", "32", "--slices", "1", "--json", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and out.read_text() == "keep"
 
 
@@ -63,7 +76,7 @@ def test_bench_refuses_an_existing_json_before_working(tiny_model_dir: Path, tmp
 ])
 def test_bench_bad_options_are_clear_errors(tiny_model_dir: Path, capsys: pytest.CaptureFixture, args: list[str],
                                             message: str) -> None:
-    assert main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--slices", "1", *args]) == 2
+    assert benchmark.main(["--model", str(tiny_model_dir), "--device", "cpu", "--slices", "1", *args]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -76,8 +89,6 @@ def test_default_modes_and_aliases() -> None:
 
 
 def test_int8_mode_is_listed_only_where_it_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fossilsegment_engine.inference import benchmark
-
     assert parse_modes(["int8"], CPU) == ["int8-bf16"]
     monkeypatch.setattr(benchmark, "can_compile", lambda dev: True)
     monkeypatch.setattr(benchmark, "torchao_available", lambda: True)
@@ -103,40 +114,29 @@ def test_naive_loop_matches_the_segmenter_in_fp32(tiny_model_dir: Path) -> None:
     vol = bench_volume(80, 5)  # 80 > the tiny model's 64-px tiles: the naive loop tiles and blends too
     module, config = load_model(tiny_model_dir)
     reference = naive_labels(module, config, vol, CPU)
-    labels = Segmenter(tiny_model_dir, device="cpu", precision="fp32", backend="eager").predict(
+    labels = Predictor.load(tiny_model_dir, device="cpu", precision="fp32", backend="eager").predict_labels(
         vol, postprocess=None).array
     assert len(np.unique(reference)) > 1
     assert (reference == labels).mean() >= 0.9999
 
 
-def test_bench_auto_row_runs_the_int8_check_on_a_large_job(tiny_model_dir: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture) -> None:
-    import copy
-
-    from fossilsegment_engine.inference import backends, benchmark, device
+def test_bench_auto_row_compiles_a_large_job_and_never_picks_int8(tiny_model_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    from fossilsegment_engine.inference import backends, device
 
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(backends, "can_compile", lambda dev: True)
     monkeypatch.setattr(backends, "torchao_available", lambda: True)
-    monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 1)  # the bench's 3 slices count as a large job
-    monkeypatch.setattr(backends, "INT8_MIN_AGREEMENT", 0.0)  # the tiny random model has near-ties
+    monkeypatch.setattr(backends, "COMPILE_MIN_PIXELS", 3 * 48 * 48)  # the bench's 3 slices count as a large job
     monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
-    checked: list[torch.Tensor] = []
-
-    def fake_quantize(module, samples, batch=4):
-        checked.append(samples)
-        return copy.deepcopy(module)
-
-    monkeypatch.setattr(backends, "quantize_int8", fake_quantize)
+    monkeypatch.setattr(backends, "quantize_int8", lambda *a, **k: pytest.fail("auto must not quantize"))
     out = tmp_path / "bench.json"
-    assert main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
+    assert benchmark.main(["--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
                  "--modes", "auto", "--repeat", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "auto=int8-bf16" in text and "auto picks int8-bf16 for this job (int8 sample agreement" in text
-    assert "run int8-bf16 if torchao is installed" in text and len(checked) == 1  # once for the bench volume
-    result = json.loads(out.read_text())
-    assert 0.5 < result["auto_int8_agreement"] <= 1 and result["auto_mode"] == "int8-bf16"
-    module, _ = load_model(tiny_model_dir)
-    mode, agreement = benchmark._auto_choice(None, module, CPU, 3, 48)  # without an auto row: the rule, not run
-    assert mode.startswith("int8-bf16 or compiled-bf16") and agreement is None
+    assert "auto=compiled-bf16" in text and "auto picks compiled-bf16 for this job" in text
+    assert "never int8" in text
+    assert json.loads(out.read_text())["auto_mode"] == "compiled-bf16"
+    assert benchmark._auto_choice(None, CPU, 3, 48) == "compiled-bf16"  # without an auto row: the rule
+    assert benchmark._auto_choice(None, CPU, 2, 48) == "eager-bf16"  # a smaller job

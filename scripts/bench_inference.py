@@ -1,8 +1,12 @@
+#!/usr/bin/env python
 """Inference speed benchmark: each backend/precision mode against a naive fp32 loop, in the same run.
+
+    PYTHONPATH=FossilSegment python scripts/bench_inference.py [--model M] [--device cpu] [--size 512]
+        [--slices 16] [--batch-size B] [--modes MODE ...] [--repeat 2] [--threads T] [--json OUT.json] [--force]
 
 The input is realistic, not noise: the bundled demo scan (a synthetic fossil CT) mirrored in-plane to
 ``size`` × ``size`` and along the slices as needed, at its own voxel scale. Every mode segments the
-same slices through :class:`~.segmenter.Segmenter` (raw argmax, no clean-up); the naive baseline is
+same slices through ``Predictor.predict_labels`` (raw argmax, no clean-up); the naive baseline is
 ``model.eval()`` in fp32, one slice at a time, contiguous memory, under ``torch.no_grad``. Agreement is
 the share of voxels whose label equals the naive fp32 one. After an untimed first run per mode (which
 includes compiling), the modes are timed in turns, ``repeat`` rounds, and each keeps its best round,
@@ -12,10 +16,12 @@ timed runs (Linux resets it per mode; elsewhere it is the process's peak so far)
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,15 +31,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import DeviceError, FossilSegmentError
-from ..progress import ProgressCallback
-from ..volume import Volume
-from .backends import (CALIBRATION_SLICES, COMPILE_MIN_PIXELS, INT8_MIN_AGREEMENT, Runner, can_compile,
-                       check_backend, torchao_available)
-from .context import context_slices
-from .device import choose_device, resolve_inference_precision
-from .normalize import apply_intensity_range, volume_intensity_range
-from .tiling import predict_tiled
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FossilSegment"))
+
+from fossilsegment_engine.atomic import atomic_path, check_can_write  # noqa: E402
+from fossilsegment_engine.errors import DeviceError, FossilSegmentError  # noqa: E402
+from fossilsegment_engine.inference.backends import (COMPILE_MIN_PIXELS, auto_compiles, can_compile,  # noqa: E402
+                                                     check_backend, torchao_available)
+from fossilsegment_engine.inference.context import context_slices  # noqa: E402
+from fossilsegment_engine.inference.device import choose_device, cpu_name, resolve_inference_precision  # noqa: E402
+from fossilsegment_engine.inference.normalize import apply_intensity_range, volume_intensity_range  # noqa: E402
+from fossilsegment_engine.inference.tiling import predict_tiled  # noqa: E402
+from fossilsegment_engine.progress import ProgressCallback  # noqa: E402
+from fossilsegment_engine.volume import Volume  # noqa: E402
 
 #: mode name → (backend, precision); ``auto`` is what a user gets by default for the benchmark's job size
 MODES: dict[str, tuple[str, str]] = {
@@ -81,7 +90,6 @@ class BenchResult:
     auto_mode: str
     auto_rule: str
     rows: list[ModeResult] = field(default_factory=list)
-    auto_int8_agreement: float | None = None  # auto's int8 check on the calibration slices (None: not run)
     load_average: list[float | None] = field(default_factory=list)  # 1-minute load before and after (others' work)
 
     def to_json(self) -> str:
@@ -111,8 +119,8 @@ def parse_modes(names: list[str] | None, device: torch.device) -> list[str]:
 
 def bench_volume(size: int, slices: int) -> Volume:
     """The demo scan mirrored to ``slices`` × ``size`` × ``size`` voxels (its central slices, its spacing)."""
-    from ..io.volume_io import read_volume
-    from ..resources import resource_path
+    from fossilsegment_engine.io.volume_io import read_volume
+    from fossilsegment_engine.resources import resource_path
 
     if size < 16 or slices < 1:
         raise FossilSegmentError(f"benchmark size must be ≥ 16 pixels and slices ≥ 1, got {size} and {slices}")
@@ -147,7 +155,7 @@ def _peak_rss_mib() -> float:
 
 def naive_labels(module: torch.nn.Module, config: Any, volume: Volume, device: torch.device) -> np.ndarray:
     """Labels from a plain fp32 ``model.eval()`` loop, one slice at a time, contiguous memory (the baseline)."""
-    from ..models.build import required_multiple
+    from fossilsegment_engine.models.build import required_multiple
 
     array = volume.array
     lo, hi = volume_intensity_range(array, config.normalization)
@@ -173,8 +181,8 @@ def run_benchmark(
     progress: ProgressCallback | None = None,
 ) -> BenchResult:
     """Time the naive fp32 loop and each mode on the same ``slices`` × ``size``² input; see the module docstring."""
-    from ..models.store import load_model
-    from .segmenter import CPU_BATCH, Segmenter
+    from fossilsegment_engine.inference.predictor import CPU_BATCH, Predictor
+    from fossilsegment_engine.models.store import load_model
 
     if repeat < 1:
         raise FossilSegmentError(f"repeat must be ≥ 1, got {repeat}")
@@ -192,11 +200,11 @@ def run_benchmark(
         if progress is not None:
             progress(steps[0], total)
 
-    segmenters = {n: Segmenter(model, device=dev, batch_size=batch_size, precision=MODES[n][1],
-                               backend=MODES[n][0]) for n in names}
+    segmenters = {n: Predictor.load(model, device=dev, batch_size=batch_size, precision=MODES[n][1],
+                                    backend=MODES[n][0]) for n in names}
     runs: dict[str, Callable[[], np.ndarray]] = {NAIVE: lambda: naive_labels(naive_module, config, volume, dev)}
     for n, seg in segmenters.items():
-        runs[n] = lambda seg=seg: seg.predict(volume, postprocess=None).array
+        runs[n] = lambda seg=seg: seg.predict_labels(volume, postprocess=None).array
 
     warmup: dict[str, float] = {}
     for n, run in runs.items():  # untimed first runs: oneDNN primitive creation, compilation
@@ -239,33 +247,27 @@ def run_benchmark(
             peak_rss_mib=rss[n], peak_gpu_mib=gpu[n] if cuda else None, speedup_vs_naive=best[NAIVE] / best[n],
             agreement=float((labels[n] == ref).mean()), runs_as="" if seg is None else seg.mode))
 
-    auto_mode, auto_agreement = _auto_choice(segmenters.get("auto"), naive_module, dev, slices, size)
+    auto_mode = _auto_choice(segmenters.get("auto"), dev, slices, size)
     return BenchResult(
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"), model=config.name, device=str(dev),
         threads=torch.get_num_threads(), cpu=cpu_name(dev), torch=torch.__version__, size=size, slices=slices,
         repeat=repeat, auto_mode=auto_mode, auto_rule=auto_rule(), rows=rows,
-        load_average=[load_before, _load_average()], auto_int8_agreement=auto_agreement)
+        load_average=[load_before, _load_average()])
 
 
 def auto_rule() -> str:
-    """What backend ``auto`` runs, in words (the rule of :class:`~.backends.Runner`)."""
-    return (f"on a CPU with native bf16 and a C++ compiler, jobs of ≥ {COMPILE_MIN_PIXELS / 512**2:.0f} slices of "
-            f"512² ({COMPILE_MIN_PIXELS / 1e6:.0f} M pixels) run int8-bf16 if torchao is installed and int8 labels "
-            f"≥ {100 * INT8_MIN_AGREEMENT:.3f} % of the pixels of {CALIBRATION_SLICES} slices of the volume as fp32 "
-            f"does, else compiled-bf16; smaller jobs eager; eager on GPUs")
+    """What backend ``auto`` runs, in words (:func:`fossilsegment_engine.inference.backends.auto_compiles`)."""
+    return (f"on a CPU in bf16/fp16 with a C++ compiler, jobs of ≥ {COMPILE_MIN_PIXELS / 512**2:.0f} slices of "
+            f"512² ({COMPILE_MIN_PIXELS / 1e6:.0f} M pixels) run compiled; otherwise eager; never int8 (opt-in)")
 
 
-def _auto_choice(seg: Any, module: torch.nn.Module, dev: torch.device, slices: int,
-                 size: int) -> tuple[str, float | None]:
-    """``(mode, int8 sample agreement)`` of ``auto`` for this job: from its timed row when there is one, else what
-    the rule says without running it."""
+def _auto_choice(seg: Any, dev: torch.device, slices: int, size: int) -> str:
+    """The mode ``auto`` runs for this job: from its timed row when there is one, else by the rule."""
     if seg is not None:
-        return seg.mode, seg.int8_agreement
-    probe = Runner(module, dev, resolve_inference_precision("auto", dev), "auto")
-    probe.plan(slices, size, size)
-    if probe.checks_int8():
-        return f"int8-{probe.precision} or {probe.mode} (by its int8 check: time mode auto to run it)", None
-    return probe.mode, None
+        return seg.mode
+    dtype = resolve_inference_precision("auto", dev)
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return f"{'compiled' if auto_compiles(dev, dtype, slices * size * size) else 'eager'}-{precision}"
 
 
 def _load_average() -> float | None:
@@ -273,19 +275,6 @@ def _load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):  # Windows
         return None
-
-
-def cpu_name(device: torch.device) -> str:
-    """The GPU name on CUDA, else the CPU model name (/proc/cpuinfo, or platform's guess)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def format_table(result: BenchResult) -> str:
@@ -307,7 +296,46 @@ def format_table(result: BenchResult) -> str:
         if gpu:
             vals.insert(5, f"{r.peak_gpu_mib or 0:>13.0f}")
         lines.append("  ".join(vals))
-    check = result.auto_int8_agreement
-    check_text = "" if check is None else f" (int8 sample agreement {100 * check:.3f} %)"
-    lines.append(f"auto picks {result.auto_mode} for this job{check_text}; rule: {result.auto_rule}")
+    lines.append(f"auto picks {result.auto_mode} for this job; rule: {result.auto_rule}")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the benchmark, print the table (and write ``--json``); 2 on a bad option."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None, metavar="NAME|DIR", help="bundled model name or folder (None: default)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--size", type=int, default=512, metavar="PIXELS", help="slice size in pixels")
+    p.add_argument("--slices", type=int, default=16, metavar="N", help="slices per timed run")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="slices per batch (None: as segment)")
+    p.add_argument("--modes", nargs="+", default=None, metavar="MODE",
+                   help=f"modes to time, of {', '.join([*MODES, *ALIASES])} (None: eager-fp32, eager-bf16, "
+                        "compiled-bf16 where a compiler exists, int8-bf16 on a CPU with torchao)")
+    p.add_argument("--repeat", type=int, default=2, metavar="R", help="timed rounds; each mode keeps its best")
+    p.add_argument("--threads", type=int, default=None, metavar="T", help="CPU threads for torch (None: torch's)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the results as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
+    args = p.parse_args(argv)
+    try:
+        if args.json is not None:
+            check_can_write(args.json, args.force)  # before the slow part
+        if args.threads is not None:
+            if args.threads < 1:
+                raise FossilSegmentError(f"--threads must be ≥ 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        result = run_benchmark(model=args.model, device=args.device, size=args.size, slices=args.slices,
+                               batch_size=args.batch_size, modes=args.modes, repeat=args.repeat)
+    except FossilSegmentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json is not None:
+        with atomic_path(args.json, args.force) as tmp:
+            tmp.write_text(result.to_json() + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
