@@ -55,14 +55,14 @@ def main() -> int:
     import torch
 
     from fossilsegment_engine.finetune import FinetuneOptions, finetune_in_memory
-    from fossilsegment_engine.inference.segmenter import Segmenter
+    from fossilsegment_engine.inference.predictor import Predictor
     from fossilsegment_engine.io import read_volume
     from fossilsegment_engine.models import load_model
     from fossilsegment_engine.training.baselines import otsu_baseline
 
     torch.set_num_threads(2)
     module, config = load_model(args.model)
-    base = Segmenter.from_module(module, config, device=args.device)
+    base = Predictor.from_module(module, config, device=args.device)
     rows = []
     print("| family | specimen | zero-shot | Otsu | ceiling (held-out slices) | fit (trained slices) | steps | s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -74,13 +74,13 @@ def main() -> int:
         train = list(range(int(ks[0]), int(ks[-1]) + 1, 2))
         test = [k for k in range(int(ks[0]), int(ks[-1]) + 1) if k not in set(train)]
         labels = truth.with_array(t)
-        zero = base.predict(volume).array
+        zero = base.predict_labels(volume).array
         otsu = otsu_baseline(volume.array)
         t0 = time.monotonic()
         res = finetune_in_memory(volume, labels, train, (module, config),
                                  FinetuneOptions(max_minutes=args.minutes, max_steps=args.max_steps,
                                                  device=args.device))
-        tuned = Segmenter.from_module(res.module, res.config, device=args.device).predict(volume).array
+        tuned = Predictor.from_module(res.module, res.config, device=args.device).predict_labels(volume).array
         row = {"family": folder.name.rsplit("_s", 1)[0], "specimen": folder.name,
                "zero_shot": mean_dice(t, zero, test),
                "otsu": max(mean_dice(t, (otsu > 0).astype(np.uint8), test),
