@@ -47,7 +47,10 @@ def cases(spec: dict) -> list[tuple[str, np.ndarray]]:
 
 def default_spec() -> dict:
     """What this script pins: settings, demo slice range and phantoms."""
-    return {**SETTINGS, "demo_slices": list(DEMO_SLICES), "phantoms": [list(p) for p in PHANTOMS]}
+    from fossilsegment_engine.phantom import GENERATOR_VERSION
+
+    return {**SETTINGS, "demo_slices": list(DEMO_SLICES), "phantoms": [list(p) for p in PHANTOMS],
+            "generator": GENERATOR_VERSION}
 
 
 def main() -> int:
