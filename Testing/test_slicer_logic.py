@@ -42,8 +42,8 @@ def model_dir(tmp_path_factory) -> str:
     from fossilsegment_engine.models.config import default_classes
 
     torch.manual_seed(0)
-    config = ModelConfig(name="tiny-slicer-test", arch="unet", encoder="tu-resnet10t", encoder_depth=3,
-                         decoder_channels=8, tile_size=64, tile_overlap=16, classes=default_classes(tooth=True))
+    config = ModelConfig(name="tiny-slicer-test", arch="unet",
+                         arch_options={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": 8}, tile_size=64, tile_overlap=16, classes=default_classes(tooth=True))
     return str(save_model(build_model(config), config, tmp_path_factory.mktemp("m") / "tiny"))
 
 
