@@ -71,19 +71,6 @@ def check_annotations(volume: Volume, labels: Volume, slices: Iterable[int], n_c
     return ks
 
 
-def split_holdout(slices: Sequence[int], labels: np.ndarray) -> tuple[list[int], int | None]:
-    """With ≥ 3 slices hold back the middle one that has foreground (for early stopping); else none."""
-    ks = list(slices)
-    if len(ks) < 3:
-        return ks, None
-    order = sorted(range(len(ks)), key=lambda n: abs(n - (len(ks) - 1) / 2))
-    for n in order:
-        rest = ks[:n] + ks[n + 1:]
-        if np.any(labels[ks[n]] > 0) and np.any(labels[rest] > 0):
-            return rest, ks[n]
-    return ks, None
-
-
 #: axis letters in numpy (KJI) order: k = axial (the slowest axis), j = rows, i = columns
 AXES = "kji"
 SLICE_REFS_HELP = ("comma-separated slices, each an optional axis letter k (axial, the default), j or i, then an "
