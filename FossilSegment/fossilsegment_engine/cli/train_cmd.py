@@ -59,7 +59,8 @@ def _add_architecture_options(p: argparse.ArgumentParser) -> None:
     from ..models import ARCHITECTURES, DEFAULT_ARCH
 
     g = p.add_argument_group("architecture (options of the models.archs registry; with --init-from: that model's)")
-    g.add_argument("--arch", default=None, choices=list(ARCHITECTURES), help=f"network type (default {DEFAULT_ARCH})")
+    g.add_argument("--arch", default=None, choices=list(ARCHITECTURES), help="network type: " + "; ".join(
+        f"{a.name}: {a.summary}" for a in ARCHITECTURES.values()) + f" (default {DEFAULT_ARCH})")
     by_name: dict[str, list] = {}
     for arch in ARCHITECTURES.values():
         for option in arch.options:
