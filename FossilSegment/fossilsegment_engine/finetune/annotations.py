@@ -1,4 +1,4 @@
-"""Annotated (corrected) slices: parsing, checking, pasting, and the held-back slice of a fine-tuning run.
+"""Annotated (corrected) slices: parsing, checking and pasting.
 
 ``parse_slice_list``/``check_annotations`` serve ``fossilsegment finetune`` (axial slices only); the
 :class:`Annotation` functions serve ``fossilsegment learn``, which takes slices along any of the three axes.
