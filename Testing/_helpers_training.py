@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-TINY = dict(arch="unet", encoder="tu-resnet10t", encoder_depth=3, decoder_channels=8)
+TINY = dict(arch="unet", arch_options={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": 8})
 
 
 def write_specimen(folder: Path, seed: int, shape=(12, 64, 64), teeth: bool = False,

@@ -29,7 +29,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fossilsegment_engine.models import ModelConfig, build_model, save_model
 
     torch.manual_seed(0)
-    config = ModelConfig(name="tiny-test-unet", arch="unet", encoder="tu-resnet10t", encoder_depth=3,
-                         decoder_channels=8, tile_size=64, tile_overlap=16)
+    config = ModelConfig(name="tiny-test-unet", arch="unet",
+                         arch_options={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": 8}, tile_size=64, tile_overlap=16)
     model = build_model(config)
     return save_model(model, config, tmp_path_factory.mktemp("models") / "tiny-test-unet")

@@ -58,7 +58,8 @@ def test_force_replaces(tmp_path: Path) -> None:
 def test_saved_model_files_are_readable_by_others(tmp_path: Path) -> None:
     from fossilsegment_engine.models import ModelConfig, build_model, save_model
 
-    config = ModelConfig(name="m", arch="unet", encoder="tu-resnet10t", encoder_depth=3, decoder_channels=8)
+    config = ModelConfig(name="m", arch="unet",
+                         arch_options={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": 8})
     old = os.umask(0o022)
     try:
         folder = save_model(build_model(config), config, tmp_path / "m")

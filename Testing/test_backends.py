@@ -90,7 +90,7 @@ class _SmallNet(nn.Module):
 def test_compiled_agrees_with_fp32_and_compiles_one_shape() -> None:
     from fossilsegment_engine.models.config import ModelConfig
 
-    config = ModelConfig(name="small", arch="unet", encoder="resnet18", encoder_depth=3, context_slices=1,
+    config = ModelConfig(name="small", arch="unet", arch_options={"encoder_depth": 3}, context_slices=1,
                          tile_size=64, tile_overlap=8)
     vol = _scan(shape=(6, 40, 40))
     from fossilsegment_engine.inference.normalize import apply_intensity_range, volume_intensity_range

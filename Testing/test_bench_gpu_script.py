@@ -75,7 +75,7 @@ def test_monai_baseline_sees_the_same_2_5d_input_as_the_engine(shape, expected: 
 
     bench = _script()
     array = bench.make_volume(shape)
-    config = ModelConfig(name="toy", arch="unet", encoder="resnet18", encoder_depth=3, context_slices=3,
+    config = ModelConfig(name="toy", arch="unet", arch_options={"encoder_depth": 3}, context_slices=3,
                          tile_size=64, tile_overlap=16)
     seg = Predictor.from_module(_Neighbours(), config, device="cpu", batch_size=3, precision="fp32")
     ours = seg.predict_labels(Volume(array), postprocess=None).array

@@ -38,7 +38,7 @@ class Threshold(nn.Module):
 
 
 def _config(context: int = 1, tile: int = 32) -> ModelConfig:
-    return ModelConfig(name="toy", arch="unet", encoder="resnet18", encoder_depth=3, context_slices=context,
+    return ModelConfig(name="toy", arch="unet", arch_options={"encoder_depth": 3}, context_slices=context,
                        tile_size=tile, tile_overlap=8)
 
 

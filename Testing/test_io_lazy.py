@@ -214,8 +214,8 @@ def test_segmenter_hands_back_input_pages_as_it_goes(tmp_path: Path) -> None:
     array = (np.arange(256 * 128 * 256, dtype=np.uint32) % 3001).astype(np.uint16).reshape(256, 128, 256)  # 16 MiB
     path = _write("nrrd-raw", array, tmp_path)
     volume = read_volume(path)
-    config = ModelConfig(name="one-by-one", arch="unet", encoder="tu-resnet10t", encoder_depth=3, decoder_channels=8,
-                         tile_size=256, tile_overlap=0)
+    config = ModelConfig(name="one-by-one", arch="unet",
+                         arch_options={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": 8}, tile_size=256, tile_overlap=0)
     module = torch.nn.Conv2d(config.in_channels, config.n_classes, 1)  # a trivial "network": fast
     segmenter = Predictor.from_module(module, config, device="cpu", backend="eager", batch_size=16)
     labels = segmenter.predict_labels(volume, postprocess=None)

@@ -15,8 +15,15 @@ from fossilsegment_engine.models import (
     required_multiple,
 )
 
-TINY_UNET = dict(arch="unet", encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
-MOBILENET_V1 = dict(arch="deeplabv3plus", encoder="tu-mobilenetv1_100", decoder_channels=32)
+TINY_UNET = dict(arch="unet", arch_options={"encoder_depth": 3, "decoder_channels": [32, 16, 8]})
+
+
+def _dl(**options) -> dict:
+    """A DeepLab v3+ MobileNet v1 config's keyword arguments (decoder width 32) with ``options``."""
+    return dict(arch="deeplabv3plus", arch_options={"encoder": "tu-mobilenetv1_100", "decoder_channels": 32, **options})
+
+
+MOBILENET_V1 = _dl()
 
 
 def _forward(config: ModelConfig, size: int = 64) -> torch.Tensor:
@@ -30,11 +37,11 @@ def _forward(config: ModelConfig, size: int = 64) -> torch.Tensor:
     "kwargs",
     [
         TINY_UNET,
-        {**MOBILENET_V1, "decoder_skips": 1},
-        {**MOBILENET_V1, "decoder_skips": 2},
-        {**MOBILENET_V1, "decoder_skips": 2, "aspp_concat": True},
-        {**MOBILENET_V1, "decoder_skips": 1, "aspp_concat": True},
-        {**MOBILENET_V1, "decoder_skips": 2, "encoder_depth": 4},
+        _dl(decoder_skips=1),
+        _dl(decoder_skips=2),
+        _dl(decoder_skips=2, aspp_concat=True),
+        _dl(decoder_skips=1, aspp_concat=True),
+        _dl(decoder_skips=2, encoder_depth=4),
     ],
     ids=["unet-resnet18", "dlv3p-mnv1-1skip", "dlv3p-mnv1-2skip", "dlv3p-2skip-asppcat", "dlv3p-1skip-asppcat",
          "dlv3p-2skip-depth4"],
@@ -47,7 +54,8 @@ def test_forward_shape(kwargs) -> None:
 
 
 def test_resnet50_deeplab_three_classes_five_slices() -> None:
-    config = ModelConfig(name="t", encoder="resnet50", context_slices=5, classes=default_classes(tooth=True))
+    config = ModelConfig(name="t", arch_options={"encoder": "resnet50"}, context_slices=5,
+                         classes=default_classes(tooth=True))
     assert _forward(config).shape == (1, 3, 64, 64)
 
 
@@ -60,7 +68,7 @@ def test_context_slices_sets_input_channels() -> None:
 
 
 def test_one_skip_is_smp_layout() -> None:
-    config = ModelConfig(name="t", decoder_skips=1, **{k: v for k, v in MOBILENET_V1.items()})
+    config = ModelConfig(name="t", **_dl(decoder_skips=1))
     ours = build_model(config).state_dict()
     ref = smp.DeepLabV3Plus("tu-mobilenetv1_100", encoder_weights=None, in_channels=1, classes=2,
                             decoder_channels=32).state_dict()
@@ -90,8 +98,8 @@ def _stride8_sensitivity(config: ModelConfig) -> float:
 
 
 def test_two_skip_decoder_uses_stride8_features() -> None:
-    two = ModelConfig(name="t", decoder_skips=2, **MOBILENET_V1)
-    one = ModelConfig(name="t", decoder_skips=1, **MOBILENET_V1)
+    two = ModelConfig(name="t", **_dl(decoder_skips=2))
+    one = ModelConfig(name="t", **_dl(decoder_skips=1))
     decoder = build_model(two).decoder
     assert isinstance(decoder, DeepLabV3PlusSkipsDecoder) and decoder.skips == 2
     assert decoder.block_s8[0].in_channels == 256  # mobilenetv1 stride-8 features
@@ -101,7 +109,7 @@ def test_two_skip_decoder_uses_stride8_features() -> None:
 
 
 def test_aspp_concat_widens_post_aspp_conv() -> None:
-    decoder = build_model(ModelConfig(name="t", aspp_concat=True, **MOBILENET_V1)).decoder
+    decoder = build_model(ModelConfig(name="t", **_dl(aspp_concat=True))).decoder
     assert decoder.aspp[1][0].in_channels == 32 + 1024  # ASPP output + deepest mobilenetv1 features
 
 
@@ -109,7 +117,7 @@ def test_required_multiple_and_non_square_input() -> None:
     unet = ModelConfig(name="t", **TINY_UNET)
     dl = ModelConfig(name="t", **MOBILENET_V1)
     assert required_multiple(unet) == 8
-    assert required_multiple(ModelConfig(name="t", arch="unet", encoder="resnet18")) == 32
+    assert required_multiple(ModelConfig(name="t", arch="unet")) == 32
     assert required_multiple(dl) == 16
     model = build_model(dl).eval()
     with torch.no_grad():
@@ -119,7 +127,7 @@ def test_required_multiple_and_non_square_input() -> None:
 @pytest.mark.parametrize("encoder", ["resnet9000", "tu-not_a_timm_model"])
 def test_unknown_encoder(encoder) -> None:
     with pytest.raises(ModelError, match="unknown encoder"):
-        build_model(ModelConfig(name="t", encoder=encoder))
+        build_model(ModelConfig(name="t", arch_options={"encoder": encoder}))
 
 
 def test_unknown_arch() -> None:

@@ -1,4 +1,4 @@
-"""ModelConfig ↔ config.json: round trip, defaults, validation naming the bad field."""
+"""ModelConfig ↔ config.json: round trip, defaults, version 1 read, validation naming the bad field."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from fossilsegment_engine.models import ModelConfig, default_classes
 
 def test_defaults_and_derived() -> None:
     c = ModelConfig(name="x")
-    assert (c.arch, c.encoder, c.decoder_skips, c.aspp_concat) == ("deeplabv3plus", "tu-mobilenetv1_100", 2, False)
+    assert c.arch == "deeplabv3plus"
+    assert c.arch_options == {"encoder": "tu-mobilenetv1_100", "encoder_depth": 5, "decoder_channels": 256,
+                              "decoder_skips": 2, "aspp_concat": False}
+    assert ModelConfig(name="x", arch="unet", arch_options={"encoder_depth": 4}).arch_options == {
+        "encoder": "resnet18", "encoder_depth": 4, "decoder_channels": 16}
     assert c.n_classes == 2 and c.in_channels == 1
     assert c.class_names == ["Background", "Bone"]
     assert c.classes[1]["color"] == [0.89, 0.85, 0.79]
@@ -24,10 +28,12 @@ def test_defaults_and_derived() -> None:
 
 
 def test_dict_and_file_round_trip(tmp_path) -> None:
-    c = ModelConfig(name="x", arch="unet", encoder="resnet18", decoder_channels=[64, 32, 16, 8, 4],
+    c = ModelConfig(name="x", arch="unet", arch_options={"decoder_channels": [64, 32, 16, 8, 4]},
                     context_slices=5, provenance={"data": "phantoms", "parent_model": None})
     d = c.to_dict()
-    assert list(d)[:2] == ["format", "format_version"]
+    assert list(d)[:5] == ["format", "format_version", "name", "arch", "arch_options"]
+    assert d["format_version"] == 2 and d["arch_options"]["decoder_channels"] == [64, 32, 16, 8, 4]
+    assert not {"encoder", "encoder_depth", "decoder_channels"} & set(d)
     assert ModelConfig.from_dict(json.loads(json.dumps(d))) == c
     path = c.save(tmp_path / "config.json")
     assert ModelConfig.load(path) == c
@@ -41,10 +47,33 @@ def test_partial_normalization_is_completed() -> None:
     assert c.normalization == {**DEFAULT_NORMALIZATION, "low_percentile": 1.0}
 
 
+def test_version1_flat_fields_are_read_and_saved_as_version2(tmp_path) -> None:
+    v1 = {"format": "fossilsegment-model", "format_version": 1, "name": "old", "arch": "unet", "encoder": "tu-resnet18",
+          "encoder_depth": 4, "decoder_skips": 2, "aspp_concat": False, "decoder_channels": None, "context_slices": 3}
+    c = ModelConfig.from_dict(v1)
+    # version 1's unet decoder_channels=None meant smp's widths; now written out
+    assert (c.arch, c.arch_options) == ("unet", {"encoder": "tu-resnet18", "encoder_depth": 4,
+                                                 "decoder_channels": [256, 128, 64, 32]})
+    old_deeplab = ModelConfig.from_dict({"name": "d", "encoder": "resnet50", "decoder_skips": 1})
+    assert old_deeplab.arch_options == {"encoder": "resnet50", "encoder_depth": 5, "decoder_channels": 256,
+                                        "decoder_skips": 1, "aspp_concat": False}
+    saved = json.loads(c.save(tmp_path / "config.json").read_text())
+    assert saved["format_version"] == 2 and "encoder" not in saved
+    assert ModelConfig.load(tmp_path / "config.json") == c
+    with pytest.raises(ModelError, match="unknown field.*encoder"):  # flat fields belong to version 1 only
+        ModelConfig.from_dict({**c.to_dict(), "encoder": "resnet18"})
+    with pytest.raises(ModelError, match="unknown field.*arch_options"):
+        ModelConfig.from_dict({**v1, "arch_options": {}})
+
+
 BAD = [
     ({"arch": "segformer"}, "arch"),
     ({"format": "other"}, "format"),
-    ({"format_version": 2}, "newer"),
+    ({"format_version": 3}, "newer"),
+    ({"arch_options": {"decoder_skips": 1, "depth": 4}}, "depth not known to deeplabv3plus"),
+    ({"arch": "unet", "arch_options": {"decoder_skips": 1}}, "decoder_skips not known to unet"),
+    ({"arch_options": {"encoder": ""}}, "encoder"),
+    ({"arch_options": []}, "arch_options must be an object"),
     ({"encoder_depth": 7}, "encoder_depth"),
     ({"decoder_skips": 3}, "decoder_skips"),
     ({"aspp_concat": "yes"}, "aspp_concat"),

@@ -16,7 +16,7 @@ from fossilsegment_engine.models.config import default_classes
 from fossilsegment_engine.models.drop_classes import drop_classes
 from fossilsegment_engine.resources import DEMO_SCAN, resource_path
 
-TINY = dict(arch="unet", encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4])
+TINY = dict(arch="unet", arch_options={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
 
 
 def test_default_model_is_bone_only() -> None:

@@ -24,8 +24,8 @@ from fossilsegment_engine.models import (
 )
 from fossilsegment_engine.models import store
 
-TINY_UNET = dict(arch="unet", encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4])
-TINY_DEEPLAB = dict(arch="deeplabv3plus", encoder="tu-mobilenetv1_100", decoder_channels=16, decoder_skips=2)
+TINY_UNET = dict(arch="unet", arch_options={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
+TINY_DEEPLAB = dict(arch="deeplabv3plus", arch_options={"decoder_channels": 16, "decoder_skips": 2})
 
 
 def _saved(tmp_path: Path, name: str = "m", **kwargs) -> tuple[Path, torch.nn.Module, ModelConfig]:
@@ -68,7 +68,7 @@ def test_existing_folder_refused_and_unchanged(tmp_path) -> None:
 
 def test_save_refuses_model_of_another_arch(tmp_path) -> None:
     config = ModelConfig(name="m", **TINY_UNET)
-    wrong = build_model(ModelConfig(name="m", **{**TINY_UNET, "decoder_channels": [32, 16, 8]}))
+    wrong = build_model(ModelConfig(name="m", arch="unet", arch_options={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}))
     with pytest.raises(ModelError, match="shape mismatch"):
         save_model(wrong, config, tmp_path / "m")
     assert not list(tmp_path.iterdir())
@@ -126,7 +126,7 @@ def test_weights_from_another_arch(tmp_path) -> None:
 
 def test_shape_mismatch(tmp_path) -> None:
     folder, _, _ = _saved(tmp_path)
-    other = build_model(ModelConfig(name="x", **{**TINY_UNET, "decoder_channels": [32, 16, 8]}))
+    other = build_model(ModelConfig(name="x", arch="unet", arch_options={"encoder_depth": 3, "decoder_channels": [32, 16, 8]}))
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(folder / "model.safetensors"))
     _unpin_sha(folder)
     with pytest.raises(ModelError, match="shape mismatch"):

@@ -27,7 +27,9 @@ def test_table2_script_trains_evaluates_and_writes_the_table(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-2000:]
     config = json.loads((tmp_path / "runs" / "unet" / "config.json").read_text())
     options = config["provenance"]["training"]["options"]
-    assert (options["arch"], options["encoder"], options["select_class"]) == ("unet", "tu-resnet18", "Bone")
+    assert (options["arch"], options["arch_options"]["encoder"], options["select_class"]) == \
+        ("unet", "tu-resnet18", "Bone")
+    assert config["arch_options"] == {"encoder": "tu-resnet18", "encoder_depth": 4, "decoder_channels": 16}
     assert options["epochs"] * options["steps_per_epoch"] == 2 and options["precision"] == "fp32"
     report = json.loads((tmp_path / "runs" / "unet_report" / "report.json").read_text())
     seen = report["by_data_dir"][str(root / "test_seen")]["model"]["Bone"]

@@ -42,8 +42,8 @@ def model_dir(tmp_path_factory) -> str:
     from fossilsegment_engine.models.config import default_classes
 
     torch.manual_seed(0)
-    config = ModelConfig(name="tiny-slicer-test", arch="unet", encoder="tu-resnet10t", encoder_depth=3,
-                         decoder_channels=8, tile_size=64, tile_overlap=16, classes=default_classes(tooth=True))
+    config = ModelConfig(name="tiny-slicer-test", arch="unet",
+                         arch_options={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": 8}, tile_size=64, tile_overlap=16, classes=default_classes(tooth=True))
     return str(save_model(build_model(config), config, tmp_path_factory.mktemp("m") / "tiny"))
 
 
@@ -206,13 +206,15 @@ def test_slice_range_and_roi(scene, logic, model_dir):
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     roi.SetCenter((OBLIQUE @ np.array([20.0, 18.0, 5.0, 1.0]))[:3].tolist())  # voxel (i, j, k) = (20, 18, 5)
     roi.SetSize([1.0, 1.0, 1.0])
-    assert logic.sliceRangeFromROI(volumeNode, roi) == (5, 6)
+    box = logic.boxFromROI(volumeNode, roi)
+    assert (box.k0, box.k1) == (5, 6)
     roi.SetSize([200.0, 200.0, 200.0])
-    assert logic.sliceRangeFromROI(volumeNode, roi) == (0, SHAPE[0])
+    box = logic.boxFromROI(volumeNode, roi)
+    assert (box.k0, box.k1) == (0, SHAPE[0])
     roi.SetCenter([0.0, 0.0, 1000.0])
     roi.SetSize([1.0, 1.0, 1.0])
     with pytest.raises(InputError):
-        logic.sliceRangeFromROI(volumeNode, roi)
+        logic.boxFromROI(volumeNode, roi)
 
 
 def test_progress_covers_segmenting_and_cleanup_on_one_bar(scene, logic, model_dir):
@@ -360,7 +362,8 @@ def test_show_in_3d_builds_surfaces(scene, logic, model_dir):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_geometry_round_trip(seed):
-    from FossilSegmentLib.geometry import ijkToRASFromLpsGeometry, lpsGeometryFromIJKToRAS
+    from fossilsegment_engine.volume import Volume
+    from FossilSegmentLib.geometry import lpsGeometryFromIJKToRAS
 
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # any rotation or reflection
@@ -368,7 +371,8 @@ def test_geometry_round_trip(seed):
     m[:3, :3] = q @ np.diag(rng.uniform(0.05, 3.0, 3))
     m[:3, 3] = rng.uniform(-100, 100, 3)
     spacing, origin, direction = lpsGeometryFromIJKToRAS(m)
-    np.testing.assert_allclose(ijkToRASFromLpsGeometry(spacing, origin, direction), m, atol=1e-12)
+    volume = Volume(np.zeros((1, 1, 1), np.uint8), spacing, origin, direction)
+    np.testing.assert_allclose(np.diag([-1, -1, 1, 1]) @ volume.ijk_to_lps(), m, atol=1e-12)  # the engine's LPS
     np.testing.assert_allclose(np.linalg.norm(np.reshape(direction, (3, 3)), axis=0), 1.0)
     bad = m.copy()
     bad[:3, 2] = bad[:3, 0]

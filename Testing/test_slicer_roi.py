@@ -84,7 +84,6 @@ def test_axis_aligned_roi(scene, logic):
     volumeNode = add_volume(np.eye(4))
     roi = add_roi(scene, (10.0, 12.0, 4.0), (4.0, 6.0, 2.0))  # R 8..12, A 9..15, S 3..5
     assert logic.boxFromROI(volumeNode, roi) == Box(k0=3, k1=6, j0=9, j1=16, i0=8, i1=13)
-    assert logic.sliceRangeFromROI(volumeNode, roi) == (3, 6)
 
 
 def test_roi_rotated_90_degrees(scene, logic):

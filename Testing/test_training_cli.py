@@ -47,8 +47,8 @@ def test_train_init_from_starts_at_the_parent_weights(tmp_path: Path) -> None:
                  "--lr", "1e-12", *run]) == 0
     p_model, p_cfg = load_model(parent)
     c_model, c_cfg = load_model(child)
-    assert (c_cfg.arch, c_cfg.encoder, c_cfg.encoder_depth, c_cfg.decoder_channels, c_cfg.class_names) == \
-        (p_cfg.arch, p_cfg.encoder, p_cfg.encoder_depth, p_cfg.decoder_channels, p_cfg.class_names)
+    assert (c_cfg.arch, c_cfg.arch_options, c_cfg.class_names) == (p_cfg.arch, p_cfg.arch_options, p_cfg.class_names)
+    assert c_cfg.arch_options == {"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": 8}
     p_state, c_state = p_model.state_dict(), c_model.state_dict()
     weights = [k for k in p_state if k.endswith("weight") and p_state[k].ndim == 4]
     assert weights and all(torch.allclose(p_state[k], c_state[k], atol=1e-6) for k in weights)
@@ -70,7 +70,7 @@ def test_train_init_from_refuses_conflicting_architecture(tmp_path: Path, capsys
     child = tmp_path / "child"
     assert main(["train", "--data", str(data), "--out", str(child), "--init-from", str(parent),
                  "--encoder-depth", "4", "--epochs", "1"]) == 2
-    assert "--encoder-depth 4 conflicts with --init-from" in capsys.readouterr().err
+    assert "encoder_depth 4 conflicts with init_from" in capsys.readouterr().err
     assert not child.exists()
     assert main(["train", "--data", str(data), "--out", str(child), "--init-from", str(tmp_path / "nope"),
                  "--epochs", "1"]) == 2

@@ -71,13 +71,7 @@ def main() -> None:
     ap.add_argument("--methods", default="tta,views,softmax")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--refit", action="store_true",
-                    help="after early stopping, train again from the parent on all annotated slices (FinetuneOptions.refit)")
-    ap.add_argument("--early-stopping", action="store_true",
-                    help="hold back the middle annotated slice for early stopping (FinetuneOptions.holdout)")
     ap.add_argument("--max-steps", type=int, default=None, help="default: FinetuneOptions' default")
-    ap.add_argument("--patience", type=int, default=None,
-                    help="evaluations without improvement before stopping (default: FinetuneOptions' default)")
     ap.add_argument("--every-other", action="store_true",
                     help="ceiling run: annotate every other slice with bone (ignores --counts)")
     args = ap.parse_args()
@@ -93,9 +87,7 @@ def main() -> None:
     from fossilsegment_engine.phantom import generate
 
     counts = [0] if args.every_other else [int(c) for c in args.counts.split(",")]
-    extra = {} if args.patience is None else {"patience": args.patience}
-    if args.max_steps is not None:
-        extra["max_steps"] = args.max_steps
+    extra = {} if args.max_steps is None else {"max_steps": args.max_steps}
     module, config = load_model(args.model)
     base = Predictor.from_module(module, config, device=args.device)
     print(f"model {config.name}; family {args.family}; size {args.size}; {args.seeds} phantom(s); "
@@ -116,16 +108,13 @@ def main() -> None:
             ks = every_other_slice(truth) if args.every_other else annotated_slices(truth, n)
             t0 = time.monotonic()
             res = finetune_in_memory(volume, labels, ks, (module, config),
-                                     FinetuneOptions(max_minutes=args.max_minutes, device=args.device,
-                                                     refit=args.refit, holdout=args.early_stopping or args.refit,
-                                                     **extra))
+                                     FinetuneOptions(max_minutes=args.max_minutes, device=args.device, **extra))
             tune_s = time.monotonic() - t0
             tuned = Predictor.from_module(res.module, res.config, device=args.device).predict_labels(volume).array
             rows[n].append((dice_unannotated(truth, plain, ks), dice_unannotated(truth, tuned, ks),
                             dice_unannotated(truth, interpolate(truth, ks), ks), tune_s))
             fit = dice_unannotated(truth, tuned, sorted(set(range(len(truth))) - set(ks)))  # on the slices it learnt
-            print(f"  {len(ks)} slice(s) {ks}: {rows[n][-1]} (Dice on the annotated slices {fit:.3f}) steps {res.report['steps']} ({res.report['stopped_by']}), "
-                  f"best {res.report['best_step']}, refit {res.report.get('refit_steps')}",
+            print(f"  {len(ks)} slice(s) {ks}: {rows[n][-1]} (Dice on the annotated slices {fit:.3f}) steps {res.report['steps']} ({res.report['stopped_by']})",
                   flush=True)
         errors = plain != truth
         per_slice_errors = errors.reshape(errors.shape[0], -1).sum(axis=1)

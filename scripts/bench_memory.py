@@ -71,8 +71,9 @@ def make_model(folder: Path) -> Path:
     from fossilsegment_engine.models import ModelConfig, build_model, save_model
 
     torch.manual_seed(0)
-    config = ModelConfig(name="bench-memory-tiny-unet", arch="unet", encoder="tu-mobilenetv3_small_050",
-                         encoder_depth=3, decoder_channels=4, tile_size=2048, tile_overlap=32)
+    config = ModelConfig(name="bench-memory-tiny-unet", arch="unet",
+                         arch_options={"encoder": "tu-mobilenetv3_small_050", "encoder_depth": 3, "decoder_channels": 4},
+                         tile_size=2048, tile_overlap=32)
     return save_model(build_model(config), config, folder, force=True)
 
 

@@ -83,7 +83,7 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         "# FossilSegment benchmarks", "",
         f"Generated {report['date']} by `{command}` ({seconds:.0f} s). Hardware: {hardware(report['device'])}; "
         f"device `{report['device']}`.", "",
-        f"Model `{config.name}`: {config.arch} / `{config.encoder}`, context {config.context_slices}, weights "
+        f"Model `{config.name}`: `{config.describe_architecture()}`, context {config.context_slices}, weights "
         f"SHA-256 {str(config.weights_sha256)[:12]}…; best epoch {t.get('best_epoch')}, validation mean Dice "
         f"{_f(t.get('validation_mean_dice'))} ("
         + (f"{t['options']['select_class']} only" if t.get("options", {}).get("select_class") else

@@ -45,8 +45,7 @@ def model_card(config: Any, recipe: dict[str, Any], report: dict[str, Any] | Non
         f"{config.context_slices} neighbouring slices in), after Yu et al. 2022. **Trained on synthetic phantoms "
         "only, on a shared 2-core CPU (see Training for how long): a working baseline, not a production model.**", "",
         "## Architecture", "",
-        f"- {config.arch} with encoder `{config.encoder}` (random init, no ImageNet weights), encoder depth "
-        f"{config.encoder_depth}, decoder channels {config.decoder_channels}; classes "
+        f"- `{config.describe_architecture()}` (random init, no ImageNet weights); classes "
         + ", ".join(f"{c['value']} {c['name']}" for c in config.classes) + ".",
         f"- Input: per-volume 0.5–99.5 percentile normalisation to [0, 1]; tiles {config.tile_size} px, overlap "
         f"{config.tile_overlap} px at inference.", "",

@@ -24,25 +24,3 @@ def lpsGeometryFromIJKToRAS(ijkToRAS: np.ndarray) -> tuple[tuple[float, ...], tu
         raise ValueError("IJK-to-RAS matrix is singular (a zero spacing or collinear axes)")
     direction = axes / spacing
     return tuple(spacing.tolist()), tuple(lps[:3, 3].tolist()), tuple(direction.ravel().tolist())
-
-
-def ijkToRASFromLpsGeometry(spacing, origin, direction) -> np.ndarray:
-    """The inverse of :func:`lpsGeometryFromIJKToRAS`: a 4x4 IJK-to-RAS matrix."""
-    m = np.eye(4)
-    m[:3, :3] = np.asarray(direction, dtype=float).reshape(3, 3) @ np.diag(np.asarray(spacing, dtype=float))
-    m[:3, 3] = np.asarray(origin, dtype=float)
-    return RAS_TO_LPS @ m
-
-
-def kRangeOfPoints(rasToIJK: np.ndarray, pointsRAS: np.ndarray, dims: tuple[int, int, int]) -> tuple[int, int]:
-    """Half-open range of K slices ``(start, stop)`` covered by RAS points, clipped to the volume.
-
-    ``dims`` is ``(ni, nj, nk)``; points whose box misses the volume on any axis → ``ValueError``.
-    """
-    pts = np.c_[np.asarray(pointsRAS, dtype=float), np.ones(len(pointsRAS))]
-    ijk = (np.asarray(rasToIJK, dtype=float) @ pts.T)[:3]
-    lo = np.maximum(0, np.floor(ijk.min(axis=1) + 0.5)).astype(int)
-    hi = np.minimum(np.asarray(dims), np.floor(ijk.max(axis=1) + 0.5) + 1).astype(int)
-    if np.any(hi <= lo):
-        raise ValueError("the region of interest does not overlap the volume")
-    return int(lo[2]), int(hi[2])

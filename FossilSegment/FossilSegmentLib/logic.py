@@ -148,11 +148,6 @@ class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
                              f"'{volumeNode.GetName()}' (RAS {_formatBounds(volumeBounds)} mm)")
         return box
 
-    def sliceRangeFromROI(self, volumeNode, roiNode) -> tuple[int, int]:
-        """Half-open K range of the volume covered by a markups ROI (see :meth:`boxFromROI`)."""
-        box = self.boxFromROI(volumeNode, roiNode)
-        return box.k0, box.k1
-
     @staticmethod
     def _worldToIJK(volumeNode) -> np.ndarray:
         """4x4 world RAS → the volume's IJK, through its parent transform (refused when non-linear)."""

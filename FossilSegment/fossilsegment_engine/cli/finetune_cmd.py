@@ -25,9 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, default=3.0, metavar="N", help="time budget (default 3)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="training steps (default 400; the time budget may end it first)")
-    p.add_argument("--early-stopping", action="store_true",
-                   help="hold back the middle annotated slice (3 or more given) and stop when its Dice stops "
-                        "improving (off by default: measured worse than training on every slice)")
     p.add_argument("--name", default=None, help="model name (default: the output folder's name)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
@@ -46,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
     check_can_write(args.output, args.force)  # before the slow part
     slices = parse_slice_list(args.slices)
     steps = {} if args.max_steps is None else {"max_steps": args.max_steps}
-    options = FinetuneOptions(max_minutes=args.max_minutes, seed=args.seed, device=args.device,
-                              holdout=args.early_stopping, **steps)
+    options = FinetuneOptions(max_minutes=args.max_minutes, seed=args.seed, device=args.device, **steps)
     volume = read_volume(args.volume, spacing=args.spacing)
     labels = read_labelmap(args.labels, like=volume)
     config = load_config(args.model)
@@ -56,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
         out = finetune(volume, labels, slices, args.output, model=args.model, progress=progress,
                        force=args.force, name=args.name, options=options)
     report = load_config(out).provenance["finetune"]
-    held = "" if report["holdout_slice"] is None else f" (held back: {report['holdout_slice']})"
-    print(f"fine-tuned {config.name} on slices {report['slices']}{held} "
+    print(f"fine-tuned {config.name} on slices {report['slices']} "
           f"in {report['seconds']} s, {report['steps']} steps, stopped by {report['stopped_by']}")
-    if report["holdout_slice"] is not None:
-        print(f"held-back slice Dice {report['holdout_dice_before']} → {report['holdout_dice_after']}")
     print(f"wrote {out}")
     return 0

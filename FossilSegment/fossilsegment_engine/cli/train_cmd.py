@@ -25,21 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model's weights (bundled name or folder) with a fresh schedule; its "
                         "architecture, classes and preprocessing are used (architecture options must not differ)")
-    # architecture options default to None so that --init-from can tell which ones were given
-    p.add_argument("--arch", default=None, choices=["unet", "deeplabv3plus"], help="default deeplabv3plus")
-    p.add_argument("--encoder", default=None,
-                   help="smp encoder, e.g. tu-mobilenetv1_100 (the paper's, default), mobilenet_v2, resnet18, resnet50")
-    p.add_argument("--encoder-depth", type=int, default=None, choices=[3, 4, 5], help="default 5")
-    p.add_argument("--skips", type=int, default=None, choices=[1, 2],
-                   help="DeepLab v3+ decoder skip connections (default 2)")
-    p.add_argument("--aspp-concat", action="store_true", default=None,
-                   help="DeepLab v3+ 'ASPP concatenated' variant")
-    p.add_argument("--decoder-channels", type=int, default=None,
-                   help="decoder width (DeepLab: ASPP/decoder channels; U-Net: finest width c → [16c … c])")
-    p.add_argument("--context", type=int, default=None, choices=[1, 3, 5],
-                   help="axial slices per input (2.5D; default 1)")
-    p.add_argument("--teeth", action="store_true", default=None,
-                   help="add the Tooth class (label 2); else labels must be 0/1")
+    _add_architecture_options(p)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--steps-per-epoch", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (per process under torchrun)")
@@ -63,48 +49,52 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-#: CLI option → (ModelConfig field, default without --init-from)
-_ARCH_OPTIONS = {"arch": ("arch", "deeplabv3plus"), "encoder": ("encoder", "tu-mobilenetv1_100"),
-                 "encoder_depth": ("encoder_depth", 5), "skips": ("decoder_skips", 2),
-                 "aspp_concat": ("aspp_concat", False), "decoder_channels": ("decoder_channels", None),
-                 "context": ("context_slices", 1)}
+#: prefix of the argparse destinations of architecture options (kept apart from the other options)
+_ARCH_DEST = "arch_option_"
 
 
-def _architecture(args: argparse.Namespace) -> dict:
-    """Architecture options: the given ones or defaults; with ``--init-from`` the model's (conflicts → error)."""
-    from ..errors import InputError
-    from ..models import load_config
+def _add_architecture_options(p: argparse.ArgumentParser) -> None:
+    """``--arch`` and one flag per option of the architecture registry; all default to None (not given), so
+    that the architecture's own defaults, or those of ``--init-from``, apply."""
+    from ..models import ARCHITECTURES, DEFAULT_ARCH
 
-    if args.init_from is None:
-        arch = {opt: default if getattr(args, opt) is None else getattr(args, opt)
-                for opt, (_, default) in _ARCH_OPTIONS.items()}
-        arch["teeth"] = bool(args.teeth)
-        if arch["arch"] != "deeplabv3plus":
-            arch["skips"] = 2
-        return arch
-    parent = load_config(args.init_from)
-    arch = {opt: getattr(parent, field) for opt, (field, _) in _ARCH_OPTIONS.items()}
-    arch["teeth"] = "Tooth" in parent.class_names
-    for opt, value in arch.items():
-        given = getattr(args, opt)
-        if given is not None and given != value:
-            flag = "--" + opt.replace("_", "-")
-            raise InputError(f"{flag} {given} conflicts with --init-from {args.init_from} ({parent.name} has "
-                             f"{value}); leave architecture options out when starting from a model")
-    return arch
+    g = p.add_argument_group("architecture (options of the models.archs registry; with --init-from: that model's)")
+    g.add_argument("--arch", default=None, choices=list(ARCHITECTURES), help="network type: " + "; ".join(
+        f"{a.name}: {a.summary}" for a in ARCHITECTURES.values()) + f" (default {DEFAULT_ARCH})")
+    by_name: dict[str, list] = {}
+    for arch in ARCHITECTURES.values():
+        for option in arch.options:
+            by_name.setdefault(option.name, []).append((arch.name, option))
+    for name, declared in by_name.items():
+        option = declared[0][1]
+        helps = dict.fromkeys(o.help for _, o in declared)
+        text = "; ".join(helps) if len(helps) == 1 else "; ".join(f"{a}: {o.help}" for a, o in declared)
+        values = dict.fromkeys(str(o.default) for _, o in declared)
+        defaults = next(iter(values)) if len(values) == 1 else ", ".join(f"{a} {o.default}" for a, o in declared)
+        only = "" if len(declared) == len(ARCHITECTURES) else f"{'/'.join(a for a, _ in declared)} only; "
+        kwargs = {"action": "store_true"} if option.cli_type is bool else {
+            "type": option.cli_type, "choices": option.choices, "metavar": None if option.choices else name.upper()}
+        g.add_argument(option.cli_flag, dest=_ARCH_DEST + name, default=None,
+                       help=f"{text} ({only}default {defaults})", **kwargs)
+    g.add_argument("--context", type=int, default=None, choices=[1, 3, 5],
+                   help="axial slices per input (2.5D; default 1)")
+    g.add_argument("--teeth", action="store_true", default=None,
+                   help="add the Tooth class (label 2); else labels must be 0/1")
+
+
+def _given_arch_options(args: argparse.Namespace) -> dict:
+    """The architecture options given on the command line, by registry name."""
+    return {k[len(_ARCH_DEST):]: v for k, v in vars(args).items() if k.startswith(_ARCH_DEST) and v is not None}
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training.train import TrainOptions, train
 
     command = "fossilsegment " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    arch = _architecture(args)
     options = TrainOptions(
-        data_dirs=args.data, out_dir=args.out, name=args.name, arch=arch["arch"], encoder=arch["encoder"],
-        encoder_depth=arch["encoder_depth"], decoder_skips=arch["skips"], aspp_concat=arch["aspp_concat"],
-        decoder_channels=arch["decoder_channels"], context_slices=arch["context"], init_from=args.init_from,
-        select_class=args.select_class,
-        teeth=arch["teeth"], epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        data_dirs=args.data, out_dir=args.out, name=args.name, arch=args.arch, arch_options=_given_arch_options(args),
+        context_slices=args.context, teeth=args.teeth, init_from=args.init_from, select_class=args.select_class,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, weight_decay=args.weight_decay, val_fraction=args.val_fraction,
         val_max_slices=args.val_max_slices, device=args.device, precision=args.precision, threads=args.threads,
         augment=args.augment, seed=args.seed, resume=args.resume, force=args.force,

@@ -1,4 +1,4 @@
-"""Annotated (corrected) slices: parsing, checking, pasting, and the held-back slice of a fine-tuning run.
+"""Annotated (corrected) slices: parsing, checking and pasting.
 
 ``parse_slice_list``/``check_annotations`` serve ``fossilsegment finetune`` (axial slices only); the
 :class:`Annotation` functions serve ``fossilsegment learn``, which takes slices along any of the three axes.
@@ -69,19 +69,6 @@ def check_annotations(volume: Volume, labels: Volume, slices: Iterable[int], n_c
         raise InputError(f"the annotated slices {', '.join(map(str, ks))} contain no foreground (every voxel is 0): "
                          "annotate the bone on them first")
     return ks
-
-
-def split_holdout(slices: Sequence[int], labels: np.ndarray) -> tuple[list[int], int | None]:
-    """With ≥ 3 slices hold back the middle one that has foreground (for early stopping); else none."""
-    ks = list(slices)
-    if len(ks) < 3:
-        return ks, None
-    order = sorted(range(len(ks)), key=lambda n: abs(n - (len(ks) - 1) / 2))
-    for n in order:
-        rest = ks[:n] + ks[n + 1:]
-        if np.any(labels[ks[n]] > 0) and np.any(labels[rest] > 0):
-            return rest, ks[n]
-    return ks, None
 
 
 #: axis letters in numpy (KJI) order: k = axial (the slowest axis), j = rows, i = columns

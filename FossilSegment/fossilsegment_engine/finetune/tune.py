@@ -4,12 +4,7 @@ The parent model (default, bundled name, folder or in-memory module) is copied; 
 are frozen (a handful of slices gives poor batch statistics) and every weight is trained with AdamW on
 random augmented crops (:mod:`..training.augment`, crops centred on foreground 2 times in 3) under Dice +
 cross-entropy, on every annotated slice, for ``max_steps`` steps or until ``max_minutes`` (whichever comes
-first). With ``holdout`` (off by default: measured worse, see :class:`FinetuneOptions`) and ≥ 3 annotated
-slices the middle one is held back instead: it is scored before training and every ``eval_every`` steps, the
-best weights are kept (the parent's when training never beats them) and training stops after ``patience``
-evaluations without improvement (never before ``min_steps``). With ``refit`` as well, once the held-back slice
-has chosen the number of steps, the parent is trained again on every annotated slice for that many steps when
-the budget allows (the held-back slice's Dice in the report is the one measured before the refit).
+first). Why no held-back slice and early stopping: docs/benchmarks/finetune.md.
 """
 
 from __future__ import annotations
@@ -30,13 +25,12 @@ from ..errors import InputError
 from ..inference.context import context_slices
 from ..inference.device import autocast, choose_device, resolve_precision
 from ..inference.normalize import apply_intensity_range, volume_intensity_range
-from ..models import ModelConfig, load_model, model_hash, required_multiple, resolve_model_dir, save_model
+from ..models import ModelConfig, load_model, model_hash, resolve_model_dir, save_model
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..training.augment import AugmentOptions, augment_batch
 from ..training.losses import DiceCELoss
-from ..inference.tiling import predict_tiled
 from ..volume import Volume
-from .annotations import check_annotations, split_holdout
+from .annotations import check_annotations
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +42,18 @@ ModelSpec = Any  # None | bundled name | folder | (module, ModelConfig)
 
 @dataclass
 class FinetuneOptions:
-    """Knobs of a fine-tuning run (defaults: ≤ 3 minutes on 2 CPU cores for 5 slices of ~350×350)."""
+    """Knobs of a fine-tuning run (defaults: ≤ 3 minutes on 2 CPU cores for 5 slices of ~350×350).
+
+    ``max_steps``, and why every annotated slice trains (no held-back slice): docs/benchmarks/finetune.md.
+    """
 
     max_minutes: float = 3.0
-    # 400 steps ≈ 140 s on 2 CPU cores (crop 192, batch 4). Measured without a held-back slice on phantoms 9000/9001
-    # (2026-11-29): 3 slices 150 steps 0.639/0.602, 400 steps 0.682/0.590; 5 slices 150 → 0.683/0.612, 400 →
-    # 0.691/0.647 (unannotated-slice Dice)
     max_steps: int = 400
     batch_size: int = 4
     crop: int = 192
     lr: float = 3e-4
     weight_decay: float = 1e-4
-    eval_every: int = 10
-    patience: int = 6
-    # no early stop before this many steps. Default 1 (off): a floor of 100 with patience 10 made the 5-slice
-    # benchmark worse (Dice 0.667 → 0.627, 2026-11-29, scripts/bench_finetune.py --size medium)
-    min_steps: int = 1
     foreground_crop_prob: float = 0.67
-    # after early stopping has chosen the step count on the held-back slice, train again from the parent on
-    # every annotated slice (the held-back one included) for that many steps, when the budget allows. Off by
-    # default: no gain on the 5-slice benchmark (Dice 0.638 either way, 2026-11-29, bench_finetune.py --refit)
-    refit: bool = False
-    # hold back the middle annotated slice (≥ 3 given) for early stopping. Off by default: one slice's Dice is a
-    # poor guide — with it, 3 slices kept the parent unchanged (0.463/0.540; the held-back slice never improved)
-    # and 5 slices stopped after 80–120 steps (0.671/0.605), where training on every slice for 400 steps gave
-    # 0.682/0.590 and 0.691/0.647 (2026-11-29, phantoms 9000/9001, docs/benchmarks/finetune.md)
-    holdout: bool = False
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -81,11 +61,9 @@ class FinetuneOptions:
     def __post_init__(self) -> None:
         if not self.max_minutes > 0:
             raise InputError(f"max_minutes must be positive, got {self.max_minutes}")
-        for name in ("max_steps", "batch_size", "eval_every", "patience", "min_steps"):
+        for name in ("max_steps", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.refit and not self.holdout:
-            raise InputError("refit needs holdout: the held-back slice chooses the number of steps to refit for")
         if self.crop < 32 or self.crop % 32:
             raise InputError(f"crop must be a positive multiple of 32, got {self.crop}")
 
@@ -145,19 +123,6 @@ def _sample(x: np.ndarray, y: np.ndarray, n: int, crop: int, fg_prob: float,
     return np.stack(xs), np.stack(ys)
 
 
-@torch.inference_mode()
-def _predict_stack(net: nn.Module, stack: np.ndarray, multiple: int, device: torch.device,
-                   dtype: torch.dtype | None) -> np.ndarray:
-    """Argmax labels (N, H, W) uint8 of whole normalised context stacks (N, C, H, W)."""
-    def forward(t: torch.Tensor) -> torch.Tensor:
-        with autocast(device, dtype):
-            return net(t)
-
-    logits = predict_tiled(forward, torch.from_numpy(stack).to(device), tile_size=None, multiple=multiple,
-                           output_device="cpu")
-    return logits.argmax(1).to(torch.uint8).numpy()
-
-
 class _Loop:
     """AdamW steps on random augmented crops of annotated slices, with the time budget and progress."""
 
@@ -166,24 +131,15 @@ class _Loop:
         self.module, self.opts, self.device, self.dtype = module, opts, device, dtype
         self.t_start, self.budget, self.progress, self.cancel = t_start, budget, progress, cancel
         self.loss_fn, self.aug = DiceCELoss(), AugmentOptions()
-        self.step_seconds, self.total_steps = 0.0, 0
-        self.restart(opts.seed)
-
-    def restart(self, seed: int) -> None:
-        """A fresh optimiser and random streams (for training again from the parent's weights)."""
-        torch.manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=self.opts.lr, weight_decay=self.opts.weight_decay)
-        self.n = 0
+        self.step_seconds, self.n = 0.0, 0
+        torch.manual_seed(opts.seed)
+        self.rng = np.random.default_rng(opts.seed)
+        self.gen = torch.Generator().manual_seed(opts.seed)
+        self.optimizer = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
 
     def out_of_time(self) -> bool:
         """Whether one more step would overrun the budget."""
         return time.monotonic() - self.t_start + self.step_seconds > self.budget
-
-    def time_for(self, steps: int) -> bool:
-        """Whether ``steps`` more steps fit in what is left of the budget."""
-        return time.monotonic() - self.t_start + steps * self.step_seconds <= self.budget
 
     def step(self, x: np.ndarray, y: np.ndarray, crop: int) -> dict[str, Any]:
         check_cancelled(self.cancel)
@@ -203,24 +159,12 @@ class _Loop:
         loss.backward()
         self.optimizer.step()
         self.n += 1
-        self.total_steps += 1
         took = time.monotonic() - t0
-        self.step_seconds = took if self.total_steps == 1 else 0.7 * self.step_seconds + 0.3 * took
+        self.step_seconds = took if self.n == 1 else 0.7 * self.step_seconds + 0.3 * took
         if self.progress is not None:
-            done = max(self.total_steps / opts.max_steps, (time.monotonic() - self.t_start) / self.budget)
+            done = max(self.n / opts.max_steps, (time.monotonic() - self.t_start) / self.budget)
             self.progress(min(PROGRESS_TOTAL, int(done * PROGRESS_TOTAL)), PROGRESS_TOTAL)
         return {"step": self.n, "loss": round(float(loss.detach()), 5)}
-
-
-def _dice(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    """Mean Dice over the foreground classes present in truth or prediction (1.0 when none is)."""
-    scores = []
-    for c in range(1, n_classes):
-        t, p = truth == c, pred == c
-        denom = int(t.sum() + p.sum())
-        if denom:
-            scores.append(2.0 * int(np.count_nonzero(t & p)) / denom)
-    return float(np.mean(scores)) if scores else 1.0
 
 
 def finetune_in_memory(
@@ -237,85 +181,30 @@ def finetune_in_memory(
     t_start = time.monotonic()
     module, parent_cfg, parent = _load_parent(model)
     ks = check_annotations(volume, labels, slices, parent_cfg.n_classes, parent_cfg.class_names)
-    train_ks, holdout = split_holdout(ks, labels.array) if opts.holdout else (list(ks), None)
     device = choose_device(opts.device)
     dtype = resolve_precision(opts.precision, device)
-    multiple = required_multiple(parent_cfg)
 
     lo, hi = volume_intensity_range(volume.array, parent_cfg.normalization)
-    x = apply_intensity_range(context_slices(volume.array, train_ks, parent_cfg.context_slices), lo, hi)
-    y = labels.array[train_ks].astype(np.int64)
+    x = apply_intensity_range(context_slices(volume.array, ks, parent_cfg.context_slices), lo, hi)
+    y = labels.array[ks].astype(np.int64)
     crop = min(opts.crop, max(32, (min(y.shape[-2:]) // 32) * 32)) if min(y.shape[-2:]) >= 32 else 32
     x, y = _pad_to(x, crop), _pad_to(y, crop)
-    hold_image = hold_truth = None
-    if holdout is not None:
-        hold_image = apply_intensity_range(context_slices(volume.array, [holdout], parent_cfg.context_slices), lo, hi)
-        hold_truth = labels.array[holdout]
 
-    def holdout_score(net: nn.Module) -> float:
-        net.eval()
-        pred = _predict_stack(net, hold_image, multiple, device, dtype)[0]
-        return _dice(hold_truth, pred, parent_cfg.n_classes)
-
-    parent_state = copy.deepcopy(module.state_dict())
     module = module.to(device=device, memory_format=torch.channels_last)
-    budget = opts.max_minutes * 60.0
-    best_state, best_score, best_step, before = None, -1.0, 0, None
-    if holdout is not None:
-        before = best_score = holdout_score(module)
-        best_state = copy.deepcopy(module.state_dict())
     history: list[dict[str, Any]] = []
-    loop = _Loop(module, opts, device, dtype, t_start, budget, progress, cancel)
-    step, bad_evals, stop_reason = 0, 0, "max_steps"
-    while step < opts.max_steps:
+    loop = _Loop(module, opts, device, dtype, t_start, opts.max_minutes * 60.0, progress, cancel)
+    stop_reason = "max_steps"
+    while loop.n < opts.max_steps:
         if loop.out_of_time():
             stop_reason = "time budget"
             break
-        record = loop.step(x, y, crop)
-        step += 1
-        if holdout is not None and step % opts.eval_every == 0:
-            score = holdout_score(module)
-            record["holdout_dice"] = round(score, 5)
-            if score > best_score:
-                best_score, best_step, bad_evals = score, step, 0
-                best_state = copy.deepcopy(module.state_dict())
-            else:
-                bad_evals += 1
-                if bad_evals >= opts.patience and step >= opts.min_steps:
-                    history.append(record)
-                    stop_reason = "early stopping"
-                    break
-        history.append(record)
+        history.append(loop.step(x, y, crop))
     check_cancelled(cancel)
-    refit_steps = 0
-    if holdout is not None:
-        final = holdout_score(module)
-        if final > best_score:
-            best_score, best_step, best_state = final, step, copy.deepcopy(module.state_dict())
-        module.load_state_dict(best_state)
-        if opts.refit and best_step > 0 and loop.time_for(best_step):
-            # the step count is chosen; now learn from every annotated slice, the held-back one included
-            module.load_state_dict(parent_state)
-            x_all = apply_intensity_range(context_slices(volume.array, ks, parent_cfg.context_slices), lo, hi)
-            x_all, y_all = _pad_to(x_all, crop), _pad_to(labels.array[ks].astype(np.int64), crop)
-            loop.restart(opts.seed + 1)
-            for _ in range(best_step):
-                history.append({**loop.step(x_all, y_all, crop), "refit": True})
-            refit_steps = best_step
-            check_cancelled(cancel)
-    else:
-        best_step = step
     module = module.to("cpu", memory_format=torch.contiguous_format).eval()
     seconds = time.monotonic() - t_start
-    report = {
-        "slices": ks, "trained_on": train_ks, "holdout_slice": holdout, "steps": step, "best_step": best_step,
-        "stopped_by": stop_reason, "refit_steps": refit_steps, "seconds": round(seconds, 1), "device": str(device),
-        "holdout_dice_before": None if before is None else round(before, 5),
-        "holdout_dice_after": None if holdout is None else round(best_score, 5),
-        "options": asdict(opts),
-    }
-    log.info("fine-tuned %s on slices %s: %d steps in %.0f s (%s)%s", parent["name"], ks, step, seconds, stop_reason,
-             "" if holdout is None else f"; held-back slice {holdout} Dice {before:.3f} → {best_score:.3f}")
+    report = {"slices": ks, "steps": loop.n, "stopped_by": stop_reason, "seconds": round(seconds, 1),
+              "device": str(device), "options": asdict(opts)}
+    log.info("fine-tuned %s on slices %s: %d steps in %.0f s (%s)", parent["name"], ks, loop.n, seconds, stop_reason)
     provenance = {
         "finetuned_from": parent,
         "finetune": {**{k: v for k, v in report.items() if k != "options"}, "options": report["options"],
@@ -335,15 +224,8 @@ def model_card(result: FinetuneResult) -> str:
         f"# {result.config.name}", "",
         f"Fine-tuned by FossilSegment from **{parent['name']}** (weights SHA-256 `{parent['weights_sha256']}`) "
         f"on axial slices {r['slices']} of `{result.config.provenance['finetune']['input'] or 'one volume'}`.", "",
-        f"- trained on slices {r['trained_on']}" + ("" if r["holdout_slice"] is None else
-                                                    f"; held back for early stopping: {r['holdout_slice']}"),
-        f"- {r['steps']} steps (best {r['best_step']}), {r['seconds']} s on {r['device']}, stopped by {r['stopped_by']}",
+        f"- {r['steps']} steps, {r['seconds']} s on {r['device']}, stopped by {r['stopped_by']}",
     ]
-    if r["holdout_slice"] is not None:
-        lines.append(f"- held-back slice Dice: {r['holdout_dice_before']} before → {r['holdout_dice_after']} after")
-        if r.get("refit_steps"):
-            lines.append(f"- then trained again from the parent on all {len(r['slices'])} slices for "
-                         f"{r['refit_steps']} steps (the held-back figure above predates this)")
     lines += ["", "Meant for this specimen (and scans very like it); check its results before trusting it elsewhere.", ""]
     return "\n".join(lines)
 

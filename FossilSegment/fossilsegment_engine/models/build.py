@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import segmentation_models_pytorch as smp
-import timm
 from torch import nn
 
 from ..errors import ModelError
+from .archs import architecture, create_model, known_encoder
 from .config import ModelConfig
-from .deeplabv3plus import FossilDeepLabV3Plus
 
-#: DeepLab v3+ runs its encoder at output stride 16 (the deepest stage is dilated).
-DEEPLAB_OUTPUT_STRIDE = 16
-
-
-def known_encoder(name: str) -> bool:
-    """True if smp can build ``name`` (an smp encoder, or ``tu-<timm model>``)."""
-    if name.startswith("tu-"):
-        return timm.is_model(name[3:])
-    return name in smp.encoders.get_encoder_names()
-
-
-def unet_decoder_channels(config: ModelConfig) -> list[int]:
-    """The Unet decoder widths: the config's list, ``c`` → ``[c·2^(d-1), …, c]``, or smp's default."""
-    dc = config.decoder_channels
-    depth = config.encoder_depth
-    if dc is None:
-        return [256, 128, 64, 32, 16][:depth]
-    if isinstance(dc, int):
-        return [dc * 2 ** (depth - 1 - i) for i in range(depth)]
-    return list(dc)
+__all__ = ["build_model", "known_encoder", "required_multiple", "unused_parameters"]
 
 
 def required_multiple(config: ModelConfig) -> int:
     """Input height and width must be multiples of this (the inference engine pads to it)."""
-    if config.arch == "unet":
-        return 2**config.encoder_depth
-    return min(2**config.encoder_depth, DEEPLAB_OUTPUT_STRIDE)
+    return architecture(config.arch).multiple(config.arch_options)
+
+
+def unused_parameters(config: ModelConfig) -> bool:
+    """Whether the network has parameters its forward pass never uses (DistributedDataParallel must know)."""
+    return architecture(config.arch).unused_parameters(config.arch_options)
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -45,33 +27,7 @@ def build_model(config: ModelConfig) -> nn.Module:
     Unknown arch/encoder or an encoder that cannot take this layout → ``ModelError``.
     """
     config.validate()
-    if not known_encoder(config.encoder):
-        raise ModelError(
-            f"model config: unknown encoder {config.encoder!r} (use an smp encoder name such as 'resnet18', "
-            f"'mobilenet_v2', 'resnet50', or 'tu-<timm model>' such as 'tu-mobilenetv1_100')"
-        )
     try:
-        if config.arch == "unet":
-            return smp.Unet(
-                encoder_name=config.encoder,
-                encoder_depth=config.encoder_depth,
-                encoder_weights=None,
-                decoder_channels=unet_decoder_channels(config),
-                in_channels=config.in_channels,
-                classes=config.n_classes,
-            )
-        return FossilDeepLabV3Plus(
-            encoder_name=config.encoder,
-            encoder_depth=config.encoder_depth,
-            encoder_weights=None,
-            decoder_channels=config.decoder_channels if config.decoder_channels is not None else 256,
-            in_channels=config.in_channels,
-            classes=config.n_classes,
-            decoder_skips=config.decoder_skips,
-            aspp_concat=config.aspp_concat,
-        )
+        return create_model(config.arch, config.in_channels, config.n_classes, **config.arch_options)
     except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
-        raise ModelError(
-            f"cannot build {config.arch} with encoder {config.encoder!r} "
-            f"(depth {config.encoder_depth}): {exc}"
-        ) from exc
+        raise ModelError(f"cannot build {config.describe_architecture()}: {exc}") from exc

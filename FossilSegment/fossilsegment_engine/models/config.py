@@ -13,10 +13,15 @@ from typing import Any, Mapping
 from ..atomic import atomic_path
 from ..errors import ModelError
 from ..inference.normalize import DEFAULT_NORMALIZATION
+from .archs import DEFAULT_ARCH, architecture
 
 FORMAT = "fossilsegment-model"
-FORMAT_VERSION = 1
-ARCHS = ("unet", "deeplabv3plus")
+#: 2: the architecture's keyword arguments under ``arch_options``; 1 (still read): flat fields
+FORMAT_VERSION = 2
+#: version 1's flat architecture fields, with their version-1 defaults
+V1_ARCH = "deeplabv3plus"
+V1_ARCH_FIELDS = {"encoder": "tu-mobilenetv1_100", "encoder_depth": 5, "decoder_skips": 2, "aspp_concat": False,
+                  "decoder_channels": None}
 CONTEXT_SLICES = (1, 3, 5)
 
 BACKGROUND = {"value": 0, "name": "Background", "color": [0.0, 0.0, 0.0]}
@@ -33,19 +38,14 @@ def default_classes(tooth: bool = False) -> list[dict[str, Any]]:
 class ModelConfig:
     """A model's architecture, classes, preprocessing, tiling and provenance (``config.json``).
 
-    ``classes[i]`` is output channel ``i`` and label value ``i``: values run 0, 1, … n-1 and value 0 is
-    "Background". ``decoder_skips`` and ``aspp_concat`` apply to ``deeplabv3plus`` only (for ``unet`` they must
-    keep their defaults). ``decoder_channels``: ``deeplabv3plus`` → an int (ASPP/decoder width, default 256);
-    ``unet`` → a list of ``encoder_depth`` ints, or an int ``c`` meaning ``[c·2^(depth-1), …, 2c, c]``.
+    ``arch`` names an entry of :data:`.archs.ARCHITECTURES`; ``arch_options`` are its keyword arguments
+    (completed with the entry's defaults on construction). ``classes[i]`` is output channel ``i`` and label
+    value ``i``: values run 0, 1, … n-1 and value 0 is "Background".
     """
 
     name: str
-    arch: str = "deeplabv3plus"
-    encoder: str = "tu-mobilenetv1_100"
-    encoder_depth: int = 5
-    decoder_skips: int = 2
-    aspp_concat: bool = False
-    decoder_channels: int | list[int] | None = None
+    arch: str = DEFAULT_ARCH
+    arch_options: dict[str, Any] = field(default_factory=dict)
     context_slices: int = 1
     classes: list[dict[str, Any]] = field(default_factory=default_classes)
     normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
@@ -58,6 +58,7 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        self.arch_options = architecture(self.arch).resolve(self.arch_options)
         self.validate()
 
     # ------------------------------------------------------------------ derived
@@ -76,6 +77,10 @@ class ModelConfig:
         """Class names in label-value order."""
         return [c["name"] for c in self.classes]
 
+    def describe_architecture(self) -> str:
+        """``arch(option=value, …)``, for messages and reports."""
+        return architecture(self.arch).describe(self.arch_options)
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (deep copy), ``format`` and ``format_version`` first."""
@@ -85,17 +90,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        """Build and validate a config; any problem → ``ModelError`` naming the field."""
+        """Build and validate a config (version 2, or version 1's flat architecture fields); any problem →
+        ``ModelError`` naming the field. Without ``format_version``, ``arch_options`` marks version 2."""
         if not isinstance(data, Mapping):
             raise ModelError(f"model config must be a JSON object, got {type(data).__name__}")
+        version = data.get("format_version", FORMAT_VERSION if "arch_options" in data else 1)
         known = {f.name for f in fields(cls)}
+        if version == 1:
+            known = (known - {"arch_options"}) | set(V1_ARCH_FIELDS)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelError(f"model config: unknown field(s) {', '.join(unknown)}")
         fmt = data.get("format", FORMAT)
         if fmt != FORMAT:
             raise ModelError(f"model config: format must be {FORMAT!r}, got {fmt!r}")
-        version = data.get("format_version", FORMAT_VERSION)
         if not _is_int(version) or version < 1:
             raise ModelError(f"model config: format_version must be a positive integer, got {version!r}")
         if version > FORMAT_VERSION:
@@ -106,6 +114,8 @@ class ModelConfig:
         if "name" not in data:
             raise ModelError("model config: missing field name")
         kwargs = copy.deepcopy(dict(data))
+        if version == 1:
+            kwargs = _from_version1(kwargs)
         if "normalization" in kwargs and isinstance(kwargs["normalization"], Mapping):
             kwargs["normalization"] = {**DEFAULT_NORMALIZATION, **kwargs["normalization"]}
         return cls(**kwargs)
@@ -141,12 +151,10 @@ class ModelConfig:
                f"must be {FORMAT_VERSION}, got {self.format_version!r}")
         _check(isinstance(self.name, str) and self.name.strip() != "", "name",
                f"must be a non-empty string, got {self.name!r}")
-        _check(self.arch in ARCHS, "arch", f"must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        _check(isinstance(self.encoder, str) and self.encoder != "", "encoder",
-               f"must be an smp encoder name, got {self.encoder!r}")
-        _check(_is_int(self.encoder_depth) and 3 <= self.encoder_depth <= 5, "encoder_depth",
-               f"must be 3, 4 or 5, got {self.encoder_depth!r}")
-        self._validate_decoder()
+        entry = architecture(self.arch)
+        _check(isinstance(self.arch_options, dict) and set(self.arch_options) == set(entry.defaults()),
+               "arch_options", f"must hold every option of {self.arch}, got {self.arch_options!r}")
+        entry.resolve(self.arch_options)
         _check(_is_int(self.context_slices) and self.context_slices in CONTEXT_SLICES, "context_slices",
                f"must be 1, 3 or 5, got {self.context_slices!r}")
         _validate_classes(self.classes)
@@ -168,24 +176,14 @@ class ModelConfig:
                and re.fullmatch(r"[0-9a-f]{64}", self.weights_sha256) is not None), "weights_sha256",
                f"must be 64 lowercase hex digits or null, got {self.weights_sha256!r}")
 
-    def _validate_decoder(self) -> None:
-        _check(_is_int(self.decoder_skips) and self.decoder_skips in (1, 2), "decoder_skips",
-               f"must be 1 or 2, got {self.decoder_skips!r}")
-        _check(isinstance(self.aspp_concat, bool), "aspp_concat", f"must be true or false, got {self.aspp_concat!r}")
-        dc = self.decoder_channels
-        if self.arch == "unet":
-            _check(self.decoder_skips == 2, "decoder_skips", "applies to deeplabv3plus only (leave it at 2 for unet)")
-            _check(not self.aspp_concat, "aspp_concat", "applies to deeplabv3plus only")
-            ok = dc is None or (_is_int(dc) and dc > 0) or (
-                isinstance(dc, list) and len(dc) == self.encoder_depth and all(_is_int(c) and c > 0 for c in dc))
-            _check(ok, "decoder_channels",
-                   f"for unet must be a positive int or a list of encoder_depth={self.encoder_depth} positive ints, "
-                   f"got {dc!r}")
-        else:
-            _check(dc is None or (_is_int(dc) and dc > 0), "decoder_channels",
-                   f"for deeplabv3plus must be a positive int, got {dc!r}")
-            _check(self.decoder_skips == 1 or self.encoder_depth >= 4, "encoder_depth",
-                   "two decoder skips need encoder_depth 4 or 5")
+
+def _from_version1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1's flat architecture fields (defaults as version 1 had them) → ``arch`` + ``arch_options``."""
+    flat = {k: data.pop(k, default) for k, default in V1_ARCH_FIELDS.items()}
+    data.setdefault("arch", V1_ARCH)
+    data["arch_options"] = architecture(data["arch"]).from_v1(flat)
+    data["format_version"] = FORMAT_VERSION
+    return data
 
 
 def _is_int(x: Any) -> bool:

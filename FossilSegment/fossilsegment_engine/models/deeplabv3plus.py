@@ -1,9 +1,10 @@
 """DeepLab v3+ with one or two decoder skip connections and an optional "ASPP concatenated" variant.
 
 Yu et al. 2022 ("CT Segmentation of Dinosaur Fossils by Deep Learning") found DeepLab v3+ with a MobileNet v1
-encoder and **two** decoder skip connections best (Table 2, mean Dice 0.894). smp's ``DeepLabV3Plus`` has one
-skip (stride 4). This module subclasses smp's decoder and model so the encoder, ASPP, separable convolutions,
-segmentation head and ``encoder_weights=None`` behave exactly as in smp; only the fusion path differs:
+encoder and **two** decoder skip connections best (their Table 2; ours: docs/benchmarks/table2.md). smp's
+``DeepLabV3Plus`` has one skip (stride 4). This module subclasses smp's decoder and model so the encoder, ASPP,
+separable convolutions, segmentation head and ``encoder_weights=None`` behave exactly as in smp; only the fusion
+path differs:
 
 * ``skips=1`` (smp's layout, identical state-dict keys): ASPP (stride 16) → ×4 → concat stride-4 skip
   (1×1 conv, 48 ch) → separable 3×3 conv.

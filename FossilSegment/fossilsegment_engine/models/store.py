@@ -112,9 +112,7 @@ def _check_state_dict(
     state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str, config: ModelConfig
 ) -> None:
     """Missing/unexpected keys or shape mismatches between ``state`` and the architecture → ``ModelError``."""
-    arch = f"{config.arch} / {config.encoder}"
-    if config.arch == "deeplabv3plus":
-        arch += f" / {config.decoder_skips} skip(s){' / aspp_concat' if config.aspp_concat else ''}"
+    arch = config.describe_architecture()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:

@@ -112,7 +112,7 @@ def evaluate(
             progress(n + 1, len(by_dir))
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"name": seg.config.name, "arch": seg.config.arch, "encoder": seg.config.encoder,
+        "model": {"name": seg.config.name, "architecture": seg.config.describe_architecture(),
                   "weights_sha256": seg.config.weights_sha256},
         "device": str(seg.device), "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "data_dirs": [str(d) for d in data_dirs],
@@ -182,7 +182,7 @@ def markdown_table(summaries: dict[str, dict[str, Any]], classes: Iterable[str] 
 def markdown_report(report: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     m = report["model"]
-    out = [f"# Evaluation of {m['name']} ({m['arch']} / {m['encoder']})", "",
+    out = [f"# Evaluation of {m['name']} ({m['architecture']})", "",
            f"Date {report['date']}; device {report['device']}; data {', '.join(report['data_dirs'])}; "
            f"{len(report['specimens'])} specimens.", "", report["metric_note"], ""]
     if report.get("baseline_note"):

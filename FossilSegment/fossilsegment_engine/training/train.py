@@ -29,8 +29,8 @@ from torch import nn
 
 from ..errors import InputError, OutputError
 from ..inference.device import autocast, choose_device, resolve_precision
-from ..models import (ModelConfig, build_model, default_classes, load_config, load_model, model_hash,
-                      required_multiple, resolve_model_dir, save_model)
+from ..models import (DEFAULT_ARCH, ModelConfig, build_model, default_classes, load_config, load_model, model_hash,
+                      required_multiple, resolve_model_dir, save_model, unused_parameters)
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from . import distributed
 from .augment import augment_batch, augment_preset
@@ -48,18 +48,19 @@ _OWN_FILES = ("model.safetensors", "config.json", LOG_FILE, "MODEL_CARD.md")
 
 @dataclass
 class TrainOptions:
-    """Everything a training run needs. ``precision``: auto = bf16 on CUDA, fp32 on CPU; "bf16" forces it."""
+    """Everything a training run needs. ``precision``: auto = bf16 on CUDA, fp32 on CPU; "bf16" forces it.
+
+    The model: ``arch`` (None: the registry's default) with the ``arch_options`` given (the rest: its defaults,
+    see :mod:`..models.archs`), ``context_slices`` (None: 1) and a Tooth class if ``teeth``. With ``init_from``
+    all of these are the starting model's, and any given must agree with it.
+    """
 
     data_dirs: list[Path]
     out_dir: Path
-    arch: str = "unet"
-    encoder: str = "resnet18"
-    encoder_depth: int = 5
-    decoder_skips: int = 2
-    aspp_concat: bool = False
-    decoder_channels: int | list[int] | None = None
-    context_slices: int = 1
-    teeth: bool = False
+    arch: Optional[str] = None
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    context_slices: Optional[int] = None
+    teeth: Optional[bool] = None
     name: Optional[str] = None
     epochs: int = 20
     steps_per_epoch: int = 50
@@ -96,21 +97,26 @@ class TrainOptions:
             raise InputError(f"learning rate must be positive, got {self.lr}")
 
     def model_config(self) -> ModelConfig:
-        """The ``ModelConfig`` these options describe (validated: bad combinations → ``ModelError``).
+        """The ``ModelConfig`` these options describe (bad combinations → ``ModelError``).
 
-        With ``init_from`` the architecture, classes and preprocessing are the starting model's.
+        With ``init_from`` the architecture, classes and preprocessing are the starting model's; an
+        architecture option that differs from it → ``InputError``.
         """
-        if self.init_from is not None:
-            parent = load_config(self.init_from).to_dict()
-            keep = ("arch", "encoder", "encoder_depth", "decoder_skips", "aspp_concat", "decoder_channels",
-                    "context_slices", "classes", "normalization", "tile_size", "tile_overlap")
-            return ModelConfig(name=self.name or self.out_dir.name, **{k: parent[k] for k in keep})
-        return ModelConfig(
-            name=self.name or self.out_dir.name, arch=self.arch, encoder=self.encoder,
-            encoder_depth=self.encoder_depth, decoder_skips=self.decoder_skips, aspp_concat=self.aspp_concat,
-            decoder_channels=self.decoder_channels, context_slices=self.context_slices,
-            classes=default_classes(self.teeth),
-        )
+        name = self.name or self.out_dir.name
+        if self.init_from is None:
+            return ModelConfig(name=name, arch=self.arch or DEFAULT_ARCH, arch_options=dict(self.arch_options),
+                               context_slices=self.context_slices or 1, classes=default_classes(bool(self.teeth)))
+        parent = load_config(self.init_from)
+        given = {"arch": self.arch, **self.arch_options, "context_slices": self.context_slices, "teeth": self.teeth}
+        has = {"arch": parent.arch, **parent.arch_options, "context_slices": parent.context_slices,
+               "teeth": "Tooth" in parent.class_names}
+        for key, value in given.items():
+            if value is not None and (key not in has or value != has[key]):
+                raise InputError(f"{key} {value} conflicts with init_from {self.init_from} ({parent.name} has "
+                                 f"{has.get(key, f'no {key}')}); leave architecture options out when starting "
+                                 "from a model")
+        keep = ("arch", "arch_options", "context_slices", "classes", "normalization", "tile_size", "tile_overlap")
+        return ModelConfig(name=name, **{k: getattr(parent, k) for k in keep})
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -211,9 +217,9 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
     commands = [opts.provenance["training_command"]] if "training_command" in opts.provenance else []
     if opts.resume:
         saved = load_state(state_dir, model, optimizer, device)
-        if saved.get("config", {}).get("arch") not in (None, config.arch) or \
-                saved.get("config", {}).get("encoder") not in (None, config.encoder):
-            raise InputError(f"{out} was trained as {saved['config']['arch']}/{saved['config']['encoder']}; "
+        before = ModelConfig.from_dict(saved["config"]) if "config" in saved else config
+        if (before.arch, before.arch_options) != (config.arch, config.arch_options):
+            raise InputError(f"{out} was trained as {before.describe_architecture()}; "
                              "resume with the same architecture options")
         start_epoch, best_score, best_epoch = saved["epoch"], saved["best_score"], saved["best_epoch"]
         history = saved.get("history", [])
@@ -225,7 +231,7 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=config.encoder_depth < 5 and not config.encoder.startswith("tu-"))  # smp keeps unused stages
+            find_unused_parameters=unused_parameters(config))
 
     loss_fn = DiceCELoss()
     aug = augment_preset(opts.augment)
