@@ -24,7 +24,7 @@ def test_bench_prints_every_column_and_writes_json(tiny_model_dir: Path, tmp_pat
                                                    capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
     code = main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
-                 "--modes", "fp32", "bf16,auto", "--repeat", "1", "--batch-size", "2", "--json", str(out)])
+                 "--modes", "fp32", "bf16,auto", "--repeat", "1", "--batch-size", "2", "-o", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     for column in ("mode", "batch", "slices/s", "voxels/s", "peak RSS MiB", "x naive", "agree %", "first run s"):
@@ -50,7 +50,7 @@ def test_bench_refuses_an_existing_json_before_working(tiny_model_dir: Path, tmp
                                                         capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
     out.write_text("keep")
-    assert main(["bench", "--model", str(tiny_model_dir), "--size", "32", "--slices", "1", "--json", str(out)]) == 2
+    assert main(["bench", "--model", str(tiny_model_dir), "--size", "32", "--slices", "1", "-o", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and out.read_text() == "keep"
 
 
@@ -131,7 +131,7 @@ def test_bench_auto_row_runs_the_int8_check_on_a_large_job(tiny_model_dir: Path,
     monkeypatch.setattr(backends, "quantize_int8", fake_quantize)
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", str(tiny_model_dir), "--device", "cpu", "--size", "48", "--slices", "3",
-                 "--modes", "auto", "--repeat", "1", "--json", str(out)]) == 0
+                 "--modes", "auto", "--repeat", "1", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "auto=int8-bf16" in text and "auto picks int8-bf16 for this job (int8 sample agreement" in text
     assert "run int8-bf16 if torchao is installed" in text and len(checked) == 1  # once for the bench volume

@@ -26,7 +26,7 @@ def _physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_phantom_then_segment_with_default_model(tmp_path: Path) -> None:
-    assert main(["phantom", str(tmp_path / "P"), "--seed", "7", "--size", "small"]) == 0
+    assert main(["phantom", "-o", str(tmp_path / "P"), "--seed", "7", "--size", "small"]) == 0
     source = tmp_path / "P" / "volume.nrrd"
     out = tmp_path / "out"
     assert main(["segment", str(source), "--labelmap", str(out / "L.nrrd"), "-o", str(out / "S.seg.nrrd"),
@@ -66,7 +66,7 @@ def test_phantom_then_segment_with_default_model(tmp_path: Path) -> None:
 
 def test_demo_gives_a_real_segmentation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The bundled model on the bundled scan: clearly better than chance (random weights give ~0)."""
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     dice = float(out.split("Bone: Dice ")[1].split()[0])
     assert dice > 0.4, out

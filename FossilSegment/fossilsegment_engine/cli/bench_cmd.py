@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ..errors import FossilSegmentError
 from ._progress import progress_bar
+from .options import (add_batch_size_option, add_device_option, add_force_option, add_model_option, add_output_option,
+                      add_threads_option)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,19 +21,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "compiled-fp16, int8-fp32, int8-bf16 (CPU, needs torchao), auto (what segment runs by default "
                     "for this job size, its int8 check included) "
                     "(short: fp32, bf16, fp16, compiled, int8).")
-    p.add_argument("--model", default=None, metavar="NAME|DIR", help="bundled model name or folder (default model)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--size", type=int, default=512, metavar="PIXELS", help="slice size in pixels (default 512)")
-    p.add_argument("--slices", type=int, default=16, metavar="N", help="slices per timed run (default 16)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="slices per batch (default: as segment chooses it)")
+    add_model_option(p)
+    add_device_option(p)
+    p.add_argument("--size", type=int, default=512, metavar="PIXELS", help="slice size in pixels")
+    p.add_argument("--slices", type=int, default=16, metavar="N", help="slices per timed run")
+    add_batch_size_option(p)
     p.add_argument("--modes", nargs="+", default=None, metavar="MODE",
                    help="modes to time (default: eager-fp32, eager-bf16, compiled-bf16 where a compiler exists, "
                         "int8-bf16 on a CPU with torchao)")
     p.add_argument("--repeat", type=int, default=2, metavar="R", help="timed rounds; each mode keeps its best")
-    p.add_argument("--threads", type=int, default=None, metavar="T", help="CPU threads for torch (default: torch's)")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the results as JSON")
-    p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
+    add_threads_option(p)
+    add_output_option(p, metavar="OUT.json", help="also write the results as JSON")
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -41,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_path, check_can_write
     from ..inference.benchmark import format_table, run_benchmark
 
-    if args.json is not None:
-        check_can_write(args.json, args.force)  # before the slow part
+    if args.output is not None:
+        check_can_write(args.output, args.force)  # before the slow part
     if args.threads is not None:
         if args.threads < 1:
             raise FossilSegmentError(f"--threads must be ≥ 1, got {args.threads}")
@@ -51,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_benchmark(model=args.model, device=args.device, size=args.size, slices=args.slices,
                                batch_size=args.batch_size, modes=args.modes, repeat=args.repeat, progress=progress)
     print(format_table(result))
-    if args.json is not None:
-        with atomic_path(args.json, args.force) as tmp:
+    if args.output is not None:
+        with atomic_path(args.output, args.force) as tmp:
             tmp.write_text(result.to_json() + "\n")
-        print(f"wrote {args.json}")
+        print(f"wrote {args.output}")
     return 0
