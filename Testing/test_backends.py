@@ -246,6 +246,7 @@ def _model_inputs(model: Path | None) -> tuple[nn.Module, torch.Tensor]:
 
 
 @needs_torchao
+@pytest.mark.slow
 def test_int8_quantized_model_agrees_with_fp32() -> None:
     # the default (trained) model: a random tiny one has near-ties everywhere (median softmax margin 0.006)
     module, x = _model_inputs(None)
@@ -431,6 +432,7 @@ def test_auto_int8_check_failure_continues_compiled(monkeypatch: pytest.MonkeyPa
 
 @needs_torchao
 @pytest.mark.parametrize("threshold", [0.0, 1.01])
+@pytest.mark.slow
 def test_segmenter_auto_runs_the_real_int8_check(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                  threshold: float) -> None:
     # the tiny random model has near-ties, so its real agreement is not asserted: the threshold decides

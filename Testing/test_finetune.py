@@ -38,6 +38,7 @@ def test_parse_slice_list():
         parse_slice_list(",")
 
 
+@pytest.mark.slow
 def test_finetune_writes_model_with_provenance(tmp_path, tiny_model_dir):
     vol, lab = scan()
     calls = []
@@ -83,6 +84,7 @@ def test_default_trains_on_every_slice_for_max_steps(tiny_model_dir):
         FinetuneOptions(refit=True)
 
 
+@pytest.mark.slow
 def test_learning_improves_a_slice(tiny_model_dir):
     """Enough steps on one easy volume must beat the random parent on the held-back slice (can fail)."""
     vol, lab = scan()
@@ -127,6 +129,7 @@ def test_cancel_and_existing_output(tmp_path, tiny_model_dir):
         finetune(vol, lab, [4], tmp_path / "taken", model=tiny_model_dir, options=FinetuneOptions(**FAST))
 
 
+@pytest.mark.slow
 def test_cli_finetune(tmp_path, tiny_model_dir, capsys):
     from fossilsegment_engine.cli import main
 
@@ -154,6 +157,7 @@ def test_cli_finetune(tmp_path, tiny_model_dir, capsys):
     assert "held back: 6" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_early_stopping_waits_for_min_steps_then_patience(tiny_model_dir):
     """lr 0 → the held-back Dice never improves: stop exactly at min_steps (patience already exhausted)."""
     vol, truth = scan()

@@ -53,6 +53,7 @@ def paint(logic, segNode, volumeNode, classes, k, value):
     return labels
 
 
+@pytest.mark.slow
 def test_edited_slices_are_proposed(scene, tiny_model_dir):
     logic = FossilSegmentLogic()
     volumeNode, segNode = segmented(logic, str(tiny_model_dir))
@@ -64,6 +65,7 @@ def test_edited_slices_are_proposed(scene, tiny_model_dir):
     assert logic.changedSlices(segNode, volumeNode, classes) == [3, 6]
 
 
+@pytest.mark.slow
 def test_learning_never_changes_corrected_slices(scene, tiny_model_dir):
     logic = FossilSegmentLogic()
     volumeNode, segNode = segmented(logic, str(tiny_model_dir))
@@ -89,6 +91,7 @@ def test_learning_never_changes_corrected_slices(scene, tiny_model_dir):
     assert logic.changedSlices(segNode, volumeNode, classes) == []  # the merged result is the new reference
 
 
+@pytest.mark.slow
 def test_learning_cancel_and_bad_input(scene, tiny_model_dir):
     logic = FossilSegmentLogic()
     volumeNode, segNode = segmented(logic, str(tiny_model_dir))

@@ -75,7 +75,8 @@ def add_batch_size_option(p: argparse.ArgumentParser) -> None:
 
 def add_threads_option(p: argparse.ArgumentParser) -> None:
     """``--threads``: CPU threads for torch."""
-    p.add_argument("--threads", type=int, default=None, metavar="T", help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="CPU threads for torch (default: torch's choice)")
 
 
 def add_inference_options(p: argparse.ArgumentParser, backend: str = "auto") -> None:

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 from ..errors import FossilSegmentError
 from ._progress import progress_bar
 from ._uncertainty import add_uncertainty_options, check_uncertainty_output, write_uncertainty_from_args
-from .options import (add_cleanup_options, add_force_option, add_inference_options, add_labelmap_option, add_mesh_options,
-                      add_output_option, add_spacing_option, load_segmenter, mesh_options, postprocess_options)
+from .options import (add_cleanup_options, add_force_option, add_inference_options, add_labelmap_option,
+                      add_mesh_options, add_output_option, add_spacing_option, load_segmenter, mesh_options,
+                      postprocess_options)
 
 if TYPE_CHECKING:
     from ..roi import Box
