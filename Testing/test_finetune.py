@@ -60,6 +60,7 @@ def test_finetune_writes_model_with_provenance(tmp_path, tiny_model_dir):
     assert changed == (prov["finetune"]["best_step"] > 0)
 
 
+@pytest.mark.slow
 def test_in_memory_does_not_touch_the_parent(tiny_model_dir):
     parent, cfg = load_model(tiny_model_dir)
     before = {k: v.clone() for k, v in parent.state_dict().items()}

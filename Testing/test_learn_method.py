@@ -78,6 +78,7 @@ def _options(**kw: object) -> LearnOptions:
     return LearnOptions(max_minutes=1.0, finetune_steps=3, device="cpu", precision="fp32", **kw)
 
 
+@pytest.mark.slow
 def test_learn_and_segment_learns_the_blob_and_keeps_corrected_slices(tiny_model_dir) -> None:
     vol, lab = _bright_blob_volume()
     truth = lab.array
@@ -132,6 +133,7 @@ def test_bad_budget() -> None:
         LearnOptions(max_minutes=0)
 
 
+@pytest.mark.slow
 def test_annotations_without_matrix_are_refused(tiny_model_dir) -> None:
     vol, _ = _bright_blob_volume()
     full = np.ones(vol.shape[1:], np.uint8)

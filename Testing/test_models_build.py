@@ -89,6 +89,7 @@ def _stride8_sensitivity(config: ModelConfig) -> float:
     return float((changed - base).abs().max())
 
 
+@pytest.mark.slow
 def test_two_skip_decoder_uses_stride8_features() -> None:
     two = ModelConfig(name="t", decoder_skips=2, **MOBILENET_V1)
     one = ModelConfig(name="t", decoder_skips=1, **MOBILENET_V1)
