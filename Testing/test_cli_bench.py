@@ -20,6 +20,7 @@ from fossilsegment_engine.resources import resource_path
 CPU = torch.device("cpu")
 
 
+@pytest.mark.slow
 def test_bench_prints_every_column_and_writes_json(tiny_model_dir: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"

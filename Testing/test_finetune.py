@@ -73,6 +73,7 @@ def test_in_memory_does_not_touch_the_parent(tiny_model_dir):
     assert not res.module.training
 
 
+@pytest.mark.slow
 def test_default_trains_on_every_slice_for_max_steps(tiny_model_dir):
     """Without holdout (the default) nothing is held back: all slices train, for exactly max_steps steps."""
     vol, lab = scan()

@@ -97,6 +97,7 @@ def test_learn_and_segment_learns_the_blob_and_keeps_corrected_slices(tiny_model
     assert res.finetuned is not None and res.report["annotations"] == ["k2", "k12", "k21"]
 
 
+@pytest.mark.slow
 def test_learn_from_one_slice(tiny_model_dir) -> None:
     vol, lab = _bright_blob_volume(2)
     truth = lab.array
