@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
         result = learn_and_segment(volume, annotations, model=args.model, options=options, progress=progress,
                                    cancel=None)
     tuned = result.finetuned  # the network fine-tuned on the axial slices, saved as is with --save-model
-    parameters = {"device": args.device, "precision": args.precision, "max_minutes": args.max_minutes, "seed": args.seed,
-                  "annotated_slices": names, "learn": result.report}
+    parameters = {"device": args.device, "precision": args.precision, "max_minutes": args.max_minutes,
+                  "seed": args.seed, "annotated_slices": names, "learn": result.report}
     # provenance() reads only the segmenter's config (and optional run details) here: the model learn started from
     meta = provenance(SimpleNamespace(config=config), volume, parameters, corrected_slices=axial)
     written = write_outputs(volume, result.labels, config.classes, outputs, meta)
