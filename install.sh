@@ -10,5 +10,5 @@ PYTHON="${PYTHON:-python3}"
 # torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml (see README for GPU builds).
 .venv/bin/python -m pip install --quiet -e ".[test]"
 if [ "${1:-}" != "--no-demo" ]; then
-  .venv/bin/fossilsegment demo --out demo_output --force
+  .venv/bin/fossilsegment demo -o demo_output --force
 fi

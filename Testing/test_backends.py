@@ -245,6 +245,7 @@ def _model_inputs(model: Path | None) -> tuple[nn.Module, torch.Tensor]:
 
 
 @needs_torchao
+@pytest.mark.slow
 def test_int8_quantized_model_agrees_with_fp32() -> None:
     # the default (trained) model: a random tiny one has near-ties everywhere (median softmax margin 0.006)
     module, x = _model_inputs(None)

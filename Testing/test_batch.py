@@ -39,6 +39,7 @@ def _batch(scans: list[Path], out: Path, model: Path, *extra: str) -> int:
     return main(["batch", *map(str, scans), "-o", str(out), "--model", str(model), "--device", "cpu", *extra])
 
 
+@pytest.mark.slow
 def test_batch_writes_per_scan_folders_and_reports_failures(tmp_path: Path, scans, tiny_model_dir, monkeypatch,
                                                             capsys) -> None:
     from fossilsegment_engine.batch import runner
@@ -68,6 +69,7 @@ def test_batch_writes_per_scan_folders_and_reports_failures(tmp_path: Path, scan
     assert done["status"] == "ok" and done["shape"] == [12, 40, 48]
 
 
+@pytest.mark.slow
 def test_batch_resumes_and_redoes_half_finished_scans(tmp_path: Path, scans, tiny_model_dir, monkeypatch) -> None:
     monkeypatch.setenv("FOSSILSEGMENT_NO_SNAPSHOT", "1")
     out = tmp_path / "out"

@@ -25,6 +25,7 @@ def _labelmap(folder: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelmap.nrrd")))
 
 
+@pytest.mark.slow
 def test_ray_results_equal_local_results(tmp_path: Path, tiny_model_dir: Path, local_ray, monkeypatch) -> None:
     monkeypatch.setenv("FOSSILSEGMENT_NO_SNAPSHOT", "1")
     bad = tmp_path / "in" / "broken.nrrd"

@@ -30,6 +30,7 @@ def test_volume_is_uint16_kji_and_mirrored_past_its_tile() -> None:
     assert np.array_equal(array[:, 256:300], array[:, 255:211:-1])
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_figure_and_monai_agrees(tiny_model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("monai")
     bench = _script()

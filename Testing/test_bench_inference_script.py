@@ -33,6 +33,7 @@ benchmark = _script()
 bench_volume, naive_labels, parse_modes = benchmark.bench_volume, benchmark.naive_labels, benchmark.parse_modes
 
 
+@pytest.mark.slow
 def test_bench_prints_every_column_and_writes_json(tiny_model_dir: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
@@ -110,6 +111,7 @@ def test_bench_volume_is_the_demo_scan_mirrored() -> None:
     assert np.array_equal(long.array[demo.shape[0] :][: demo.shape[0]], demo[::-1, :32, :32])
 
 
+@pytest.mark.slow
 def test_naive_loop_matches_the_segmenter_in_fp32(tiny_model_dir: Path) -> None:
     vol = bench_volume(80, 5)  # 80 > the tiny model's 64-px tiles: the naive loop tiles and blends too
     module, config = load_model(tiny_model_dir)

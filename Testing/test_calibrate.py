@@ -70,7 +70,7 @@ def test_cli_writes_a_calibrated_copy_and_refuses_bad_input(tmp_path: Path, tiny
 
     data = write_dataset(tmp_path / "data", n=2)
     out = tmp_path / "calibrated"
-    args = ["calibrate", "--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu"]
+    args = ["tune-threshold", "--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu"]
     assert main(args + ["-o", str(out), "--offsets=-1,0,1"]) == 0
     assert "<- chosen" in capsys.readouterr().out
     parent, _ = load_model(tiny_model_dir)
@@ -86,6 +86,6 @@ def test_cli_writes_a_calibrated_copy_and_refuses_bad_input(tmp_path: Path, tiny
     assert main(args + ["-o", str(tmp_path / "a"), "--offsets", "x"]) == 2
     assert main(args + ["-o", str(tmp_path / "b"), "--validation-split"]) == 2
     assert "validation specimens" in capsys.readouterr().err
-    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "empty"), "--device", "cpu",
+    assert main(["tune-threshold", "--model", str(tiny_model_dir), "--data", str(tmp_path / "empty"), "--device", "cpu",
                  "-o", str(tmp_path / "c")]) == 2
     assert not any((tmp_path / n).exists() for n in ("a", "b", "c"))

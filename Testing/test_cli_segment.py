@@ -135,3 +135,18 @@ def test_slices_option_validated(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert main(["segment", str(src), "--model", str(tiny_model_dir), "--labelmap", str(out), "--slices", "5:2"]) == 2
     assert main(["segment", str(src), "--model", str(tiny_model_dir), "--labelmap", str(out), "--slices", "0:99"]) == 2
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name, stem", [("skull_01.nii.gz", "skull_01"), ("a.b.nrrd", "a.b"), ("x.seg.nrrd", "x"),
+                                        ("s.NHDR", "s"), ("stack.tif", "stack"), ("v.npy", "v"), ("odd.xyz", "odd.xyz"),
+                                        (".npy", ".npy")])
+def test_default_output_and_batch_folders_strip_the_same_endings(name: str, stem: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from fossilsegment_engine.batch.layout import scan_names
+    from fossilsegment_engine.cli.segment_cmd import default_output
+    from fossilsegment_engine.io.volume_io import READ_SUFFIXES
+
+    monkeypatch.chdir(tmp_path)
+    assert default_output(Path("/data") / name) == tmp_path / f"{stem}.seg.nrrd"
+    assert scan_names([Path("/data") / name]) == [stem]
+    assert {".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".tif", ".tiff", ".npy"} == set(READ_SUFFIXES)

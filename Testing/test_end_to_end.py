@@ -25,8 +25,9 @@ def _physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     return np.min(corners, axis=0), np.max(corners, axis=0)
 
 
+@pytest.mark.slow
 def test_phantom_then_segment_with_default_model(tmp_path: Path) -> None:
-    assert main(["phantom", str(tmp_path / "P"), "--seed", "7", "--size", "small"]) == 0
+    assert main(["phantom", "-o", str(tmp_path / "P"), "--seed", "7", "--size", "small"]) == 0
     source = tmp_path / "P" / "volume.nrrd"
     out = tmp_path / "out"
     assert main(["segment", str(source), "--labelmap", str(out / "L.nrrd"), "-o", str(out / "S.seg.nrrd"),
@@ -64,9 +65,10 @@ def test_phantom_then_segment_with_default_model(tmp_path: Path) -> None:
     assert np.all(b[:, 0] >= lo - tol) and np.all(b[:, 1] <= hi + tol), (b, lo, hi)
 
 
+@pytest.mark.slow
 def test_demo_gives_a_real_segmentation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The bundled model on the bundled scan: clearly better than chance (random weights give ~0)."""
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     dice = float(out.split("Bone: Dice ")[1].split()[0])
     assert dice > 0.4, out
@@ -76,6 +78,7 @@ def test_demo_gives_a_real_segmentation(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.skipif(not REAL_STACK.is_dir(), reason="../shared/data real micro-CT stack not present")
+@pytest.mark.slow
 def test_real_micro_ct_tiff_stack_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "stack_labels.nrrd"
     assert main(["segment", str(REAL_STACK), "--spacing", "0.06", "0.06", "0.06", "--labelmap", str(out),

@@ -41,6 +41,7 @@ def test_parse_slice_list():
         parse_slice_list(",")
 
 
+@pytest.mark.slow
 def test_finetune_writes_model_with_provenance(tmp_path, tiny_model_dir):
     vol, lab = scan()
     calls = []
@@ -59,6 +60,7 @@ def test_finetune_writes_model_with_provenance(tmp_path, tiny_model_dir):
                zip(parent.state_dict().values(), module.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_in_memory_does_not_touch_the_parent(tiny_model_dir):
     parent, cfg = load_model(tiny_model_dir)
     before = {k: v.clone() for k, v in parent.state_dict().items()}
@@ -71,6 +73,7 @@ def test_in_memory_does_not_touch_the_parent(tiny_model_dir):
     assert not res.module.training
 
 
+@pytest.mark.slow
 def test_trains_on_every_slice_for_max_steps(tiny_model_dir):
     vol, lab = scan()
     res = finetune_in_memory(vol, lab, [2, 6, 9], tiny_model_dir, FinetuneOptions(**FAST))
@@ -91,6 +94,7 @@ def _slice_dice(module, config, vol: Volume, truth: Volume, k: int) -> float:
     return 2.0 * np.count_nonzero(pred & t) / max(1, np.count_nonzero(pred) + np.count_nonzero(t))
 
 
+@pytest.mark.slow
 def test_learning_improves_an_unannotated_slice(tiny_model_dir):
     """Enough steps on one easy volume must beat the random parent on a slice it never saw (can fail)."""
     vol, lab = scan()
@@ -125,6 +129,7 @@ def test_cancel_and_existing_output(tmp_path, tiny_model_dir):
         finetune(vol, lab, [4], tmp_path / "taken", model=tiny_model_dir, options=FinetuneOptions(**FAST))
 
 
+@pytest.mark.slow
 def test_cli_finetune(tmp_path, tiny_model_dir, capsys):
     from fossilsegment_engine.cli import main
 

@@ -61,6 +61,7 @@ def test_learn_writes_whole_segmentation(files, capsys):
     np.testing.assert_array_equal(read_labelmap(out).array[:, 30], truth.array[:, 30])
 
 
+@pytest.mark.slow
 def test_learn_save_model(files, capsys):
     folder, base = files
     out, model = folder / "out.nrrd", folder / "adapted"

@@ -78,6 +78,7 @@ def _options(**kw: object) -> LearnOptions:
     return LearnOptions(max_minutes=1.0, finetune_steps=3, device="cpu", precision="fp32", **kw)
 
 
+@pytest.mark.slow
 def test_learn_and_segment_learns_the_blob_and_keeps_corrected_slices(tiny_model_dir) -> None:
     vol, lab = _bright_blob_volume()
     truth = lab.array
@@ -96,12 +97,28 @@ def test_learn_and_segment_learns_the_blob_and_keeps_corrected_slices(tiny_model
     assert res.finetuned is not None and res.report["annotations"] == ["k2", "k12", "k21"]
 
 
+@pytest.mark.slow
 def test_learn_from_one_slice(tiny_model_dir) -> None:
     vol, lab = _bright_blob_volume(2)
     truth = lab.array
     res = learn_and_segment(vol, annotations_from_labelmap(lab, [(0, 11)]), model=tiny_model_dir, options=_options())
     rest = [k for k in range(truth.shape[0]) if k != 11]
     assert _dice(res.labels.array[rest] > 0, truth[rest] > 0) > 0.85
+
+
+def test_a_spent_budget_skips_the_finetuning(tiny_model_dir, monkeypatch) -> None:
+    """Nothing left for the network after reading and timing the volume: classify with the parent, no error."""
+    from fossilsegment_engine.finetune import learn
+
+    monkeypatch.setattr(learn, "_finetune_minutes", lambda *a: -0.02)
+    vol, lab = _bright_blob_volume()
+    ks = [2, 12, 21]
+    res = learn_and_segment(vol, annotations_from_labelmap(lab, [(0, k) for k in ks]), model=tiny_model_dir,
+                            options=_options())
+    assert res.finetuned is None and res.report["finetune"] is None
+    np.testing.assert_array_equal(res.labels.array[ks], lab.array[ks])
+    rest = [k for k in range(lab.shape[0]) if k not in ks]
+    assert _dice(res.labels.array[rest] > 0, lab.array[rest] > 0) > 0.8
 
 
 def test_learn_from_coronal_slices_only(tiny_model_dir) -> None:
@@ -132,6 +149,7 @@ def test_bad_budget() -> None:
         LearnOptions(max_minutes=0)
 
 
+@pytest.mark.slow
 def test_annotations_without_matrix_are_refused(tiny_model_dir) -> None:
     vol, _ = _bright_blob_volume()
     full = np.ones(vol.shape[1:], np.uint8)

@@ -54,6 +54,7 @@ def test_snapshot_skips_with_warning_when_renderer_cannot_start(tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_torch_imports_fine_after_a_snapshot(tmp_path: Path) -> None:
     """Mesa's LLVM in the same process as triton crashes; the snapshot must keep OpenGL out of this process."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_mesh_snapshot import _meshes; "

@@ -97,6 +97,7 @@ def _stride8_sensitivity(config: ModelConfig) -> float:
     return float((changed - base).abs().max())
 
 
+@pytest.mark.slow
 def test_two_skip_decoder_uses_stride8_features() -> None:
     two = ModelConfig(name="t", **_dl(decoder_skips=2))
     one = ModelConfig(name="t", **_dl(decoder_skips=1))

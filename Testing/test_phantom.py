@@ -201,7 +201,7 @@ def test_write_and_refuse_overwrite(tmp_path):
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["phantom", str(out), "--seed", "2", "--family", "fragments", "--no-teeth"]) == 0
+    assert main(["phantom", "-o", str(out), "--seed", "2", "--family", "fragments", "--no-teeth"]) == 0
     printed = capsys.readouterr().out
     for name in phantom.OUTPUT_FILES:
         assert (out / name).is_file() and name in printed
@@ -209,10 +209,10 @@ def test_cli(tmp_path, capsys):
     assert info["family"] == "fragments" and info["teeth"] is False
     assert not (sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nrrd"))) == 2).any()
     before = (out / "volume.nrrd").read_bytes()
-    assert main(["phantom", str(out), "--seed", "3"]) == 2
+    assert main(["phantom", "-o", str(out), "--seed", "3"]) == 2
     assert "exists" in capsys.readouterr().err
     assert (out / "volume.nrrd").read_bytes() == before
-    assert main(["phantom", str(out), "--seed", "3", "--force"]) == 0
-    assert main(["phantom", str(tmp_path / "x"), "--family", "dragon"]) == 2
-    assert main(["phantom", str(tmp_path / "y"), "--size", "huge"]) == 2
+    assert main(["phantom", "-o", str(out), "--seed", "3", "--force"]) == 0
+    assert main(["phantom", "-o", str(tmp_path / "x"), "--family", "dragon"]) == 2
+    assert main(["phantom", "-o", str(tmp_path / "y"), "--size", "huge"]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -115,6 +115,7 @@ def run_job(tmp_path: Path, name: str, wait) -> float:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="usleep through ctypes.PyDLL(None)")
+@pytest.mark.slow
 def test_progress_advances_at_normal_speed_while_the_main_thread_holds_the_gil(tmp_path):
     normal = run_job(tmp_path, "free", lambda: time.sleep(HOLD_SECONDS))
     held = run_job(tmp_path, "held", lambda: hold_gil(HOLD_SECONDS))

@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from _helpers_training import write_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_table2.py"
 
 
+@pytest.mark.slow
 def test_table2_script_trains_evaluates_and_writes_the_table(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_dataset(root / "train", n=3, teeth=True)

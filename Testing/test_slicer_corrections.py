@@ -57,6 +57,7 @@ def paint(logic, segNode, volumeNode, classes, k, value, axis=0):
     return labels
 
 
+@pytest.mark.slow
 def test_edited_slices_are_proposed(scene, tiny_model_dir):
     logic = FossilSegmentLogic()
     volumeNode, segNode = segmented(logic, str(tiny_model_dir))
@@ -100,6 +101,7 @@ def test_changes_are_given_to_the_slices_that_explain_them():
     assert attributeChanges(blob) == [(0, 3)]
 
 
+@pytest.mark.slow
 def test_learning_never_changes_corrected_slices(scene, tiny_model_dir):
     logic = FossilSegmentLogic()
     volumeNode, segNode = segmented(logic, str(tiny_model_dir))
@@ -125,6 +127,7 @@ def test_learning_never_changes_corrected_slices(scene, tiny_model_dir):
     assert logic.changedSlices(segNode, volumeNode, classes) == []  # the merged result is the new reference
 
 
+@pytest.mark.slow
 def test_learning_cancel_and_bad_input(scene, tiny_model_dir):
     logic = FossilSegmentLogic()
     volumeNode, segNode = segmented(logic, str(tiny_model_dir))

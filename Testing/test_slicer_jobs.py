@@ -57,6 +57,7 @@ def colour_tables(scene) -> int:
     return scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")
 
 
+@pytest.mark.slow
 def test_learn_job_keeps_corrected_slices_and_the_model_in_the_parameter_node(scene, tiny_model_dir, folders):
     logic = FossilSegmentLogic()
     volumeNode = slicer.util.addVolumeFromArray(ct(), OBLIQUE, name="ct")
@@ -115,6 +116,7 @@ def test_corrected_slices_in_the_parameter_node_and_the_learn_command(scene):
     assert slices == "k3,j40,i7" and parse_slice_refs(slices) == [(0, 3), (1, 40), (2, 7)]  # the CLI reads it back
 
 
+@pytest.mark.slow
 def test_engine_errors_come_back_as_one_line_and_nothing_is_left(scene, tiny_model_dir, folders):
     logic = FossilSegmentLogic()
     volumeNode = slicer.util.addVolumeFromArray(np.zeros((4, 16, 16), np.int16), OBLIQUE, name="flat")
@@ -128,6 +130,7 @@ def test_engine_errors_come_back_as_one_line_and_nothing_is_left(scene, tiny_mod
     assert scene.GetNumberOfNodes() == nodes and not os.path.exists(folders[0])
 
 
+@pytest.mark.slow
 def test_cancel_ends_the_engine_process_within_one_batch(scene, tiny_model_dir, folders):
     logic = FossilSegmentLogic()
     volumeNode = slicer.util.addVolumeFromArray(ct((20, 192, 192)), OBLIQUE, name="ct")
@@ -148,6 +151,7 @@ def test_cancel_ends_the_engine_process_within_one_batch(scene, tiny_model_dir, 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="usleep through ctypes.PyDLL(None)")
+@pytest.mark.slow
 def test_engine_job_runs_at_normal_speed_while_the_main_thread_holds_the_gil(scene, tiny_model_dir, folders):
     """The panel's QTimer ticks every 100 ms; between ticks PythonQt's main thread keeps the GIL."""
     logic = FossilSegmentLogic()

@@ -107,6 +107,7 @@ def assert_equals_engine(segNode, volumeNode, labelmap, classes) -> None:
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.slow
 def test_process_equals_engine_voxel_for_voxel(scene, logic, model_dir, geometry):
     from fossilsegment_engine.inference.predictor import Predictor
 
@@ -130,6 +131,7 @@ def test_process_equals_engine_voxel_for_voxel(scene, logic, model_dir, geometry
     assert segNode.GetParentTransformNode() is None
 
 
+@pytest.mark.slow
 def test_default_postprocess_and_parent_transform(scene, logic, model_dir):
     from fossilsegment_engine.inference.postprocess import PostprocessOptions
 
@@ -145,6 +147,7 @@ def test_default_postprocess_and_parent_transform(scene, logic, model_dir):
     assert_equals_engine(segNode, volumeNode, expected, [c for c in engine.classes if c["value"] > 0])
 
 
+@pytest.mark.slow
 def test_cancel_leaves_scene_unchanged(scene, logic, model_dir, tmp_path, monkeypatch):
     import threading
 
@@ -172,6 +175,7 @@ def test_cancel_leaves_scene_unchanged(scene, logic, model_dir, tmp_path, monkey
     assert [scene.GetNthNode(n).GetID() for n in range(before)] == ids
 
 
+@pytest.mark.slow
 def test_existing_segments_need_overwrite(scene, logic, model_dir):
     volumeNode = add_volume(np.eye(4))
     segNode = logic.process(volumeNode, model=model_dir, **FAST)
@@ -217,6 +221,7 @@ def test_slice_range_and_roi(scene, logic, model_dir):
         logic.boxFromROI(volumeNode, roi)
 
 
+@pytest.mark.slow
 def test_progress_covers_segmenting_and_cleanup_on_one_bar(scene, logic, model_dir):
     volumeNode = add_volume(np.eye(4))
     calls = []
@@ -230,6 +235,7 @@ def test_progress_covers_segmenting_and_cleanup_on_one_bar(scene, logic, model_d
     assert calls[-1] == (1000, 1000)  # no clean-up asked for: the bar still ends full
 
 
+@pytest.mark.slow
 def test_process_runs_the_engine_in_another_process(scene, model_dir):
     calls = []
 
@@ -278,6 +284,7 @@ def _open_edges(poly) -> int:
     return edges.GetOutput().GetNumberOfCells()
 
 
+@pytest.mark.slow
 def test_export_stl(scene, logic, model_dir, tmp_path):
     volumeNode = add_volume(OBLIQUE)
     segNode = logic.process(volumeNode, model=model_dir, **FAST)
@@ -307,6 +314,7 @@ def test_export_stl(scene, logic, model_dir, tmp_path):
     assert all(Path(p).read_bytes() == b for p, b in before.items())  # untouched
 
 
+@pytest.mark.slow
 def test_export_stl_same_names_and_slashes(scene, logic, model_dir, tmp_path):
     segNode = logic.process(add_volume(OBLIQUE), model=model_dir, **FAST)
     segmentation = segNode.GetSegmentation()
@@ -351,6 +359,7 @@ def test_failed_import_leaves_scene_unchanged(scene, logic, model_dir, monkeypat
         logic.runEngine(logic.prepareInput(volumeNode), model=model_dir, sliceRange=(0, 0), **FAST)
 
 
+@pytest.mark.slow
 def test_show_in_3d_builds_surfaces(scene, logic, model_dir):
     segNode = logic.process(add_volume(OBLIQUE), model=model_dir, **FAST)
     surface = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()

@@ -188,6 +188,7 @@ class RecordingSegmenter:
         return volume.with_array(labels)
 
 
+@pytest.mark.slow
 def test_process_passes_the_roi_box_to_the_engine(scene, logic, tiny_model_dir):
     volumeNode = add_volume(OBLIQUE)
     slicer.util.updateVolumeFromArray(volumeNode, np.random.default_rng(3).normal(1000, 400, SHAPE).astype(np.int16))

@@ -76,9 +76,9 @@ def main() -> int:
                        "--crop", str(args.crop), "--lr", str(args.lr), "--device", args.device,
                        "--precision", args.precision, "--val-max-slices", str(args.val_max_slices),
                        *(["--threads", str(args.threads)] if args.threads else []), "--select-class", "Bone",
-                       "--seed", "0", "--out", str(model_dir), "--name", name])
+                       "--seed", "0", "-o", str(model_dir), "--name", name])
         run(exe + ["evaluate", "--model", str(model_dir), "--data", str(seen), str(heldout), "--device", args.device,
-                   "--out", str(report_dir), "--force"])
+                   "-o", str(report_dir), "--force"])
         report = json.loads((report_dir / "report.json").read_text())
         training = json.loads((model_dir / "config.json").read_text())["provenance"]["training"]
         params_m = sum(p.numel() for p in load_model(model_dir, device="cpu")[0].parameters()) / 1e6

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import OutputError
+from ..io.volume_io import scan_stem
 
 DONE_FILE = "done.json"
 SUMMARY_FILE = "summary.csv"
@@ -18,23 +19,13 @@ LABELMAP_FILE = "labelmap.nrrd"
 MESH_DIR = "stl"
 QC_DIR = "qc"
 PROVENANCE_FILE = "provenance.json"
-_SUFFIXES = (".nii.gz", ".seg.nrrd", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd", ".tiff", ".tif", ".npy")
-
-
-def scan_name(path: Path | str) -> str:
-    """``/data/skull_01.nii.gz`` → ``skull_01``; a folder keeps its name."""
-    name = Path(path).resolve().name
-    for suffix in _SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def scan_names(inputs: Sequence[Path | str]) -> list[str]:
     """One distinct folder name per input, in order (``name``, ``name_2``, … for repeats)."""
     names: list[str] = []
     for path in inputs:
-        base = scan_name(path)
+        base = scan_stem(path)
         name, n = base, 1
         while name in names or name == SUMMARY_FILE:
             n += 1

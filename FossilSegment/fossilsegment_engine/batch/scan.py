@@ -27,6 +27,7 @@ class BatchOptions:
     device: str = "auto"
     batch_size: int | None = None
     precision: str = "auto"
+    backend: str = "auto"
     min_island_voxels: int = 64
     fill_holes: bool = True
     mesh: MeshOptions = field(default_factory=MeshOptions)
@@ -35,7 +36,7 @@ class BatchOptions:
     def parameters(self, device: str) -> dict[str, Any]:
         """The provenance ``parameters`` of a scan run on ``device``."""
         return {"device": device, "batch_size": self.batch_size, "precision": self.precision,
-                "min_island_voxels": self.min_island_voxels, "fill_holes": self.fill_holes, "batch": True}
+                "backend": self.backend, "min_island_voxels": self.min_island_voxels, "fill_holes": self.fill_holes, "batch": True}
 
 
 @dataclass
@@ -65,7 +66,7 @@ def load_segmenter(options: BatchOptions):
     from ..inference.predictor import Predictor
 
     return Predictor.load(options.model, device=options.device, batch_size=options.batch_size,
-                          precision=options.precision)
+                          precision=options.precision, backend=options.backend)
 
 
 def bone_volume_mm3(labelmap: Any, classes: list[dict]) -> float:

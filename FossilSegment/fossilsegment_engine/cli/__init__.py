@@ -1,5 +1,6 @@
 """The ``fossilsegment`` command line. Each sub-command lives in its own ``*_cmd.py`` module
-exposing ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``."""
+exposing ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``; options shared by several
+commands are declared once in :mod:`.options`."""
 
 from __future__ import annotations
 
@@ -12,28 +13,28 @@ from typing import Sequence
 from .. import __version__
 from ..errors import Cancelled, FossilSegmentError
 from . import _progress
+from .options import Parser, add_progress_option
 
 #: sub-command modules, in help order
-COMMANDS = ("segment", "batch", "phantom", "demo", "train", "evaluate", "calibrate", "finetune", "learn")
+COMMANDS = ("segment", "batch", "phantom", "demo", "train", "evaluate", "tune-threshold", "finetune", "learn")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every available sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fossilsegment",
         description="Segment fossil bone from rock matrix in CT and micro-CT scans.",
     )
     parser.add_argument("--version", action="version", version=f"fossilsegment {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
-    parser.add_argument("--progress", default="bar", choices=_progress.MODES,
-                        help="bar: progress bars on stderr; jsonl: one JSON line per update on stdout "
-                             '({"phase", "done", "total"}), and errors as {"error": message} (for programs)')
+    add_progress_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
+        module_name = f"{__name__}.{name.replace('-', '_')}_cmd"
         try:
-            module = importlib.import_module(f".{name}_cmd", __name__)
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:  # a command not written yet
-            if exc.name == f"{__name__}.{name}_cmd":
+            if exc.name == module_name:
                 continue
             raise
         module.add_parser(sub)

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from ._progress import progress_bar
-from .segment_cmd import add_mesh_options, add_model_options, mesh_options
+from .options import (add_cleanup_options, add_force_option, add_inference_options, add_mesh_options,
+                      add_output_option, mesh_options)
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "provenance.json and done.json (written last). Scans already done are skipped; a failing scan "
                     "is reported and the rest go on; OUTDIR/summary.csv lists every scan. Exit 1 if any scan failed.")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
+    add_output_option(p, required=True, metavar="OUTDIR", help="output folder, one sub-folder per scan")
     p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
                    help="run one task per scan on a Ray cluster: auto (the cluster this machine belongs to), local "
                         "(start one here) or an address (host:6379, ray://host:10001); needs a shared file system")
-    p.add_argument("--force", action="store_true", help="redo scans whose outputs are already complete")
-    add_model_options(p)
+    add_force_option(p, help="redo scans whose outputs are already complete (without it, they are skipped)")
+    add_inference_options(p)
+    add_cleanup_options(p)
     add_mesh_options(p)
     p.set_defaults(func=run)
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import BatchOptions, run_batch
 
     options = BatchOptions(model=args.model, device=args.device, batch_size=args.batch_size,
-                           precision=args.precision, min_island_voxels=args.min_island,
+                           precision=args.precision, backend=args.backend, min_island_voxels=args.min_island,
                            fill_holes=not args.no_fill_holes, mesh=mesh_options(args), force=args.force)
     with progress_bar("scans", unit="scan") as progress:
         results = run_batch(args.inputs, args.output, options, ray_address=args.ray, use_ray=args.ray is not None,

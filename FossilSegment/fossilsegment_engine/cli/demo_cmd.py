@@ -10,16 +10,18 @@ import numpy as np
 from ..atomic import check_can_write
 from ..resources import DEMO_LABELS, DEMO_SCAN, resource_path
 from ._progress import progress_bar
-from .segment_cmd import add_model_options, load_segmenter, predict_options
+from .options import (add_cleanup_options, add_force_option, add_inference_options, add_output_option, load_segmenter,
+                      postprocess_options)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="segment the bundled demo scan with the bundled model",
                        description="Segments the bundled demo scan (a synthetic fossil CT phantom with known truth) "
-                                   "and writes a .seg.nrrd, a labelmap, STL meshes and a PNG montage into --out.")
-    p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default ./demo_output)")
-    p.add_argument("--force", action="store_true", help="overwrite outputs of an earlier demo run")
-    add_model_options(p)
+                                   "and writes a .seg.nrrd, a labelmap, STL meshes and a PNG montage into OUTDIR.")
+    add_output_option(p, default=Path("demo_output"), metavar="OUTDIR", help="output folder")
+    add_force_option(p)
+    add_inference_options(p)
+    add_cleanup_options(p)
     p.set_defaults(func=run)
 
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.volume_io import read_labelmap, read_volume
     from ..pipeline import Outputs, segment_and_write
 
-    out: Path = args.out
+    out: Path = args.output
     overlay = out / "demo_overlay.png"
     outputs = Outputs(seg_nrrd=out / "demo.seg.nrrd", labelmap=out / "demo_labelmap.nrrd", stl_dir=out / "stl",
                       force=args.force)
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
           f"on {segmenter.device}")
     with progress_bar("segmenting") as progress, progress_bar("cleaning up", percent=True) as cleanup:
         record = segment_and_write(volume, segmenter, outputs, {"demo": True}, progress=progress,
-                                   cleanup_progress=cleanup, **predict_options(args))
+                                   cleanup_progress=cleanup, postprocess=postprocess_options(args))
     truth = read_labelmap(resource_path(DEMO_LABELS), like=volume)
     for cls in segmenter.classes:
         if cls["value"] == 0:

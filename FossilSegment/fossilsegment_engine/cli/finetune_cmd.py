@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 from ._progress import progress_bar
+from .options import (add_device_option, add_force_option, add_model_option, add_output_option, add_precision_option,
+                      add_spacing_option)
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +22,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("labels", type=Path, metavar="LABELS", help="labelmap on the scan's grid (0 = background)")
     p.add_argument("--slices", required=True, metavar="K1,K2,...",
                    help="annotated axial slice indices (0-based), e.g. 10,80,150 (ranges like 10-12 allowed)")
-    p.add_argument("--model", default=None, metavar="NAME|DIR", help="model to start from (default: the default model)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="MODELDIR", help="new model folder")
-    p.add_argument("--max-minutes", type=float, default=3.0, metavar="N", help="time budget (default 3)")
+    add_output_option(p, required=True, metavar="MODELDIR", help="new model folder")
+    add_model_option(p)
+    p.add_argument("--max-minutes", type=float, default=3.0, metavar="N", help="time budget")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
-                   help="training steps (default 400; the time budget may end it first)")
+                   help="training steps (default: 400; the time budget may end it first)")
     p.add_argument("--name", default=None, help="model name (default: the output folder's name)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SI", "SJ", "SK"),
-                   help="voxel spacing in mm for image stacks without spacing metadata")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    add_device_option(p)
+    add_precision_option(p, "training")
+    add_spacing_option(p)
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     check_can_write(args.output, args.force)  # before the slow part
     slices = parse_slice_list(args.slices)
     steps = {} if args.max_steps is None else {"max_steps": args.max_steps}
-    options = FinetuneOptions(max_minutes=args.max_minutes, seed=args.seed, device=args.device, **steps)
+    options = FinetuneOptions(max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+                              precision=args.precision, **steps)
     volume = read_volume(args.volume, spacing=args.spacing)
     labels = read_labelmap(args.labels, like=volume)
     config = load_config(args.model)

@@ -10,6 +10,8 @@ from types import SimpleNamespace
 from ..errors import FossilSegmentError, InputError
 from ..finetune.annotations import SLICE_REFS_HELP
 from ._progress import progress_bar
+from .options import (add_cleanup_options, add_device_option, add_force_option, add_labelmap_option, add_model_option,
+                      add_output_option, add_precision_option, add_spacing_option, postprocess_options)
 
 log = logging.getLogger(__name__)
 
@@ -18,28 +20,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "learn", help="segment a whole scan from a few corrected slices",
         description="Learn from the listed corrected slices of LABELS (the truth there; other slices are ignored) "
-                    "and write the segmentation of the whole scan, the corrected slices copied unchanged.")
+                    "and write the segmentation of the whole scan, the corrected slices copied unchanged (the clean-up "
+                    "never changes them).")
     p.add_argument("volume", type=Path, metavar="VOLUME", help="the scan (any format `segment` reads)")
     p.add_argument("labels", type=Path, metavar="LABELS", help="labelmap on the scan's grid (0 = background)")
     p.add_argument("--slices", required=True, metavar="REFS", help=f"the corrected slices: {SLICE_REFS_HELP}")
-    p.add_argument("--labelmap", type=Path, default=None, metavar="OUT.nrrd",
-                   help="uint8 labelmap in the input's exact geometry (.nrrd, .nii.gz, .mha)")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="OUT.seg.nrrd", help="Slicer segmentation file")
-    p.add_argument("--model", default=None, metavar="NAME|DIR", help="model to start from (default: the default model)")
+    add_labelmap_option(p)
+    add_output_option(p, metavar="OUT.seg.nrrd", help="Slicer segmentation file")
+    add_model_option(p)
     p.add_argument("--max-minutes", type=float, default=3.0, metavar="N",
-                   help="time budget of the whole job (default 3): the network is fine-tuned for what classifying "
-                        "the scan leaves of it")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--min-island", type=int, default=64, metavar="VOXELS",
-                   help="remove predicted pieces smaller than this (default 64; corrected slices are kept as drawn)")
-    p.add_argument("--no-fill-holes", action="store_true", help="do not fill cavities enclosed inside bone")
+                   help="time budget of the whole job: the network is fine-tuned for what classifying the scan "
+                        "leaves of it")
+    add_device_option(p)
+    add_precision_option(p, "training")
+    add_cleanup_options(p)
     p.add_argument("--save-model", type=Path, default=None, metavar="DIR",
                    help="also save a model fine-tuned on the corrected axial (k) slices, for `segment --model DIR` "
                         "on other scans of the specimen")
-    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SI", "SJ", "SK"),
-                   help="voxel spacing in mm for image stacks without spacing metadata")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--seed", type=int, default=0)
+    add_spacing_option(p)
+    add_force_option(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=run)
 
 
@@ -88,17 +88,14 @@ def run(args: argparse.Namespace) -> int:
     log.info("input %s: %s voxels (k, j, i); corrected slices %s; model %s", args.volume, volume.shape,
              ",".join(names), config.name)
 
-    from ..inference.postprocess import PostprocessOptions
-
-    options = LearnOptions(max_minutes=args.max_minutes, device=args.device, seed=args.seed,
-                           postprocess=PostprocessOptions(min_island_voxels=args.min_island,
-                                                          fill_holes=not args.no_fill_holes))
+    options = LearnOptions(max_minutes=args.max_minutes, device=args.device, precision=args.precision,
+                           seed=args.seed, postprocess=postprocess_options(args))
     with progress_bar("learning", percent=True) as progress:
         result = learn_and_segment(volume, annotations, model=args.model, options=options, progress=progress,
                                    cancel=None)
     tuned = result.finetuned  # the network fine-tuned on the axial slices, saved as is with --save-model
-    parameters = {"device": args.device, "max_minutes": args.max_minutes, "seed": args.seed,
-                  "annotated_slices": names, "learn": result.report}
+    parameters = {"device": args.device, "precision": args.precision, "max_minutes": args.max_minutes,
+                  "seed": args.seed, "annotated_slices": names, "learn": result.report}
     # provenance() reads only the segmenter's config (and optional run details) here: the model learn started from
     meta = provenance(SimpleNamespace(config=config), volume, parameters, corrected_slices=axial)
     written = write_outputs(volume, result.labels, config.classes, outputs, meta)

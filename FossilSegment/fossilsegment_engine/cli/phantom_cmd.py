@@ -1,10 +1,11 @@
-"""``fossilsegment phantom OUTDIR``: write a synthetic fossil CT with exact labels."""
+"""``fossilsegment phantom -o OUTDIR``: write a synthetic fossil CT with exact labels."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..phantom import FAMILIES, SIZES, write
+from .options import add_force_option, add_output_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,26 +17,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "0 matrix/air, 1 bone, 2 tooth) and phantom.json (all parameters) into OUTDIR. "
                     "The same seed always gives the same files.",
     )
-    p.add_argument("outdir", metavar="OUTDIR", help="output folder (created if missing)")
-    p.add_argument("--seed", type=int, default=0, help="random seed, a non-negative integer (default 0)")
+    add_output_option(p, required=True, metavar="OUTDIR", help="output folder (created if missing)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, a non-negative integer")
     p.add_argument("--size", default="small", metavar="SIZE",
-                   help="; ".join(f"{k} = {'x'.join(map(str, v))} (k,j,i)" for k, v in SIZES.items())
-                   + " (default small)")
+                   help="; ".join(f"{k} = {'x'.join(map(str, v))} (k,j,i)" for k, v in SIZES.items()))
     p.add_argument("--family", default=None, metavar="NAME",
                    help=f"shape family: {', '.join(FAMILIES)} (default: drawn from the seed)")
     p.add_argument("--no-teeth", dest="teeth", action="store_false", help="no tooth class (label 2)")
-    p.add_argument("--force", action="store_true", help="overwrite existing files in OUTDIR")
+    add_force_option(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write the phantom; print what was written."""
-    info = write(args.outdir, args.seed, size=args.size, family=args.family, teeth=args.teeth, force=args.force)
+    info = write(args.output, args.seed, size=args.size, family=args.family, teeth=args.teeth, force=args.force)
     shape = "x".join(str(n) for n in info["shape_kji"])
     spacing = ", ".join(f"{s:.4f}" for s in info["spacing"])
     print(f"phantom seed {info['seed']}: family {info['family']}, {shape} voxels (k,j,i), spacing ({spacing}) mm, "
           f"bone {100 * info['bone_fraction']:.2f} %, tooth {100 * info['tooth_fraction']:.2f} %")
     for name in info["files"]:
-        print(f"wrote {args.outdir}/{name}")
+        print(f"wrote {args.output / name}")
     return 0

@@ -10,50 +10,15 @@ from typing import TYPE_CHECKING
 from ..errors import FossilSegmentError
 from ._progress import progress_bar
 from ._uncertainty import add_uncertainty_options, check_uncertainty_output, write_uncertainty_from_args
+from .options import (add_cleanup_options, add_force_option, add_inference_options, add_labelmap_option,
+                      add_mesh_options, add_output_option, add_spacing_option, load_segmenter, mesh_options,
+                      postprocess_options)
 
 if TYPE_CHECKING:
     from ..roi import Box
     from ..volume import Volume
 
 log = logging.getLogger(__name__)
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that runs a model."""
-    p.add_argument("--model", default=None, metavar="NAME|DIR",
-                   help="bundled model name or model folder (default: the bundled default model)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: chosen for the device)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
-    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compiled", "int8"],
-                   help="auto: torch.compile for large CPU jobs in bf16 when a C++ compiler exists, else eager; "
-                        "int8: quantized, CPU only, needs torchao (opt-in)")
-    p.add_argument("--min-island", type=int, default=64, metavar="VOXELS",
-                   help="remove connected pieces smaller than this (default 64); every larger piece is kept")
-    p.add_argument("--no-fill-holes", action="store_true", help="do not fill cavities enclosed inside bone")
-
-
-def add_mesh_options(p: argparse.ArgumentParser) -> None:
-    """Mesh options shared by ``segment`` and ``batch`` (Slicer's defaults)."""
-    p.add_argument("--mesh-format", action="append", default=None, metavar="stl|ply|obj",
-                   help="mesh file format(s) for --stl: repeat or give a comma list (default stl)")
-    p.add_argument("--mesh-coordinates", default="LPS", type=str.upper, choices=["LPS", "RAS"],
-                   help="mesh coordinate system (default LPS, as Slicer writes STL)")
-    p.add_argument("--smoothing", type=float, default=0.5, metavar="F",
-                   help="mesh smoothing factor 0..1 (default 0.5, Slicer's default)")
-    p.add_argument("--decimation", type=float, default=0.0, metavar="F",
-                   help="fraction 0..1 of triangles to remove (default 0: none)")
-    p.add_argument("--max-mesh-triangles", type=int, default=None, metavar="N",
-                   help="refuse (write nothing) when a mesh would have more than N triangles")
-
-
-def mesh_options(args: argparse.Namespace):
-    """The MeshOptions for the mesh command-line options (validated)."""
-    from ..io.mesh_io import MeshOptions, parse_formats
-
-    return MeshOptions(formats=parse_formats(args.mesh_format), coordinates=args.mesh_coordinates,
-                       smoothing=args.smoothing, decimation=args.decimation, max_triangles=args.max_mesh_triangles)
 
 
 def parse_slices(text: str | None) -> tuple[int, int] | None:
@@ -114,23 +79,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Segment a CT/micro-CT scan slice by slice. INPUT: NRRD/NHDR, NIfTI, MHA/MHD, "
                                    "a DICOM series folder, a folder of TIFF/PNG slices, a multipage TIFF or .npy.")
     p.add_argument("input", type=Path, metavar="INPUT")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="OUT.seg.nrrd",
-                   help="Slicer segmentation file (default when no other output is given: INPUT name + .seg.nrrd "
-                        "in the current folder)")
-    p.add_argument("--labelmap", type=Path, default=None, metavar="OUT.nrrd",
-                   help="uint8 labelmap in the input's exact geometry (.nrrd, .nii.gz, .mha)")
+    add_output_option(p, metavar="OUT.seg.nrrd",
+                      help="Slicer segmentation file (default when no other output is given: INPUT name + .seg.nrrd "
+                           "in the current folder)")
+    add_labelmap_option(p)
     p.add_argument("--stl", type=Path, default=None, metavar="DIR",
                    help="folder for one mesh per segment (STL unless --mesh-format), in mm, LPS coordinates unless "
                         "--mesh-coordinates RAS, with a report per mesh and provenance.json")
     p.add_argument("--overlay", type=Path, default=None, metavar="PNG", help="PNG montage of slices with outlines")
     p.add_argument("--qc", type=Path, default=None, metavar="DIR",
                    help="folder for quality-control pictures: montage.png (slices) and snapshot.png (3D meshes)")
-    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SI", "SJ", "SK"),
-                   help="voxel spacing in mm for image stacks without spacing metadata")
+    add_spacing_option(p)
     p.add_argument("--slices", default=None, metavar="START:STOP", help="segment only these axial slices")
     add_roi_options(p)
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    add_model_options(p)
+    add_force_option(p)
+    add_inference_options(p)
+    add_cleanup_options(p)
     add_mesh_options(p)
     add_uncertainty_options(p)
     p.set_defaults(func=run)
@@ -138,27 +102,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def default_output(input_path: Path) -> Path:
     """``scan.nii.gz`` → ``./scan.seg.nrrd``; a folder ``slices/`` → ``./slices.seg.nrrd``."""
-    name = input_path.resolve().name
-    for suffix in (".nii.gz", ".seg.nrrd", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd", ".tiff", ".tif", ".npy"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return Path.cwd() / f"{name}.seg.nrrd"
+    from ..io.volume_io import scan_stem
 
-
-def predict_options(args: argparse.Namespace) -> dict:
-    """Predictor.predict_labels keyword arguments from the shared model options."""
-    from ..inference.postprocess import PostprocessOptions
-
-    return {"postprocess": PostprocessOptions(min_island_voxels=args.min_island, fill_holes=not args.no_fill_holes)}
-
-
-def load_segmenter(args: argparse.Namespace):
-    """The Predictor for ``--model/--device/--batch-size/--precision/--backend`` (loaded once)."""
-    from ..inference.predictor import Predictor
-
-    return Predictor.load(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision,
-                          backend=getattr(args, "backend", "auto"))
+    return Path.cwd() / f"{scan_stem(input_path)}.seg.nrrd"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     where = {"roi": roi} if roi is not None else {"slice_range": slice_range}  # the ROI holds --slices too
     with progress_bar("segmenting") as progress, progress_bar("cleaning up", percent=True) as cleanup:
         record = segment_and_write(volume, segmenter, outputs, parameters, progress=progress,
-                                   cleanup_progress=cleanup, **where, **predict_options(args))
+                                   cleanup_progress=cleanup, **where, postprocess=postprocess_options(args))
     counts = record.segment_voxels()
     voxel_mm3 = volume.spacing[0] * volume.spacing[1] * volume.spacing[2]
     names = {c["value"]: c["name"] for c in segmenter.classes}

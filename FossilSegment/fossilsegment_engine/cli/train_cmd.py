@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ._progress import progress_bar
+from .options import add_device_option, add_force_option, add_output_option, add_precision_option, add_threads_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,32 +21,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "DistributedDataParallel (gloo on CPU, nccl on CUDA).")
     p.add_argument("--data", type=Path, nargs="+", required=True, metavar="DIR",
                    help="specimen folders, or folders of specimen folders")
-    p.add_argument("--out", type=Path, required=True, metavar="MODELDIR", help="model folder to write")
+    add_output_option(p, required=True, metavar="MODELDIR", help="model folder to write")
     p.add_argument("--name", default=None, help="model name (default: the MODELDIR folder name)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model's weights (bundled name or folder) with a fresh schedule; its "
                         "architecture, classes and preprocessing are used (architecture options must not differ)")
     _add_architecture_options(p)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--steps-per-epoch", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=20, help="training epochs")
+    p.add_argument("--steps-per-epoch", type=int, default=50, help="optimizer steps per epoch")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (per process under torchrun)")
     p.add_argument("--crop", type=int, default=256, help="square training crop in pixels (multiple of 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (warm-up, then cosine)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of specimens held out for validation")
     p.add_argument("--val-max-slices", type=int, default=64, help="validation slices per specimen (evenly spaced)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast: auto = bf16 on GPU, fp32 on CPU (bf16 is 1.5–3x faster on recent CPUs)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    add_device_option(p)
+    add_precision_option(p, "training")
+    add_threads_option(p)
     p.add_argument("--augment", default="full", choices=["full", "light", "none"],
                    help="full: geometry, intensity, blur, noise, rings, streaks; light: no blur/noise/rings/streaks")
     p.add_argument("--select-class", default=None, metavar="NAME",
                    help="keep the epoch with the best validation Dice of this class (e.g. Bone) instead of the "
                         "mean over all foreground classes (a rare class makes that mean noisy)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--resume", action="store_true", help="continue from MODELDIR/.train_state")
-    p.add_argument("--force", action="store_true", help="replace an existing MODELDIR")
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     command = "fossilsegment " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     options = TrainOptions(
-        data_dirs=args.data, out_dir=args.out, name=args.name, arch=args.arch, arch_options=_given_arch_options(args),
-        context_slices=args.context, teeth=args.teeth, init_from=args.init_from, select_class=args.select_class,
+        data_dirs=args.data, out_dir=args.output, name=args.name, arch=args.arch,
+        arch_options=_given_arch_options(args), context_slices=args.context, teeth=args.teeth, init_from=args.init_from, select_class=args.select_class,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, weight_decay=args.weight_decay, val_fraction=args.val_fraction,
         val_max_slices=args.val_max_slices, device=args.device, precision=args.precision, threads=args.threads,

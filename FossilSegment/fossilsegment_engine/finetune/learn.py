@@ -40,6 +40,8 @@ TRAINING_VOXELS = 60_000
 SLAB_VOXELS = 2_000_000  # voxels classified at a time (bounds the features' memory)
 #: the fine-tuning gets what the budget leaves after the estimated classification, within these shares of it
 FINETUNE_SHARE = (0.25, 0.85)
+#: below this the fine-tuning is skipped (a budget already spent reading and timing the volume)
+MIN_FINETUNE_SECONDS = 1.0
 #: classifying a slice costs about this many times computing its network and image features (priors, trees)
 CLASSIFY_OVERHEAD = 1.5
 
@@ -184,10 +186,12 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     device = choose_device(opts.device)
     dtype = resolve_precision(opts.precision, device)
     intensity = volume_intensity_range(array, config.normalization)
+    tune_minutes = 0.0
     if axial and np.any(out[axial] > 0):
         tune_minutes = _finetune_minutes(opts.max_minutes * 60 - (time.monotonic() - t_start),
                                          NetworkProbabilities(module.to(device), config, device, dtype, intensity),
                                          array)
+    if tune_minutes * 60 >= MIN_FINETUNE_SECONDS:  # else the budget is spent: classify with the parent network
         res = finetune_in_memory(volume, volume.with_array(out), axial, (module, config),
                                  FinetuneOptions(max_minutes=tune_minutes,
                                                  max_steps=opts.finetune_steps, device=opts.device,

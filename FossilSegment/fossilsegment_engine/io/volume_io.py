@@ -52,8 +52,20 @@ WRITE_SUFFIXES = (".nrrd", ".nii.gz", ".nii", ".mha")
 #: Formats that carry no origin/direction (a labelmap in one of them may take its reference's geometry).
 GEOMETRY_FREE_FORMATS = ("npy", "tiff-slices", "png-slices", "tiff-multipage")
 _ITK_FORMATS = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti", ".mha": "metaimage", ".mhd": "metaimage"}
+#: File-name endings read as one volume (besides folders: a DICOM series or TIFF/PNG slices, and a DICOM file).
+READ_SUFFIXES = (*_ITK_FORMATS, *TIFF_SUFFIXES, ".npy")
 
 Geometry = tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, ...]]
+
+
+def scan_stem(path: Path | str) -> str:
+    """A scan's name without its format ending: ``/data/skull_01.nii.gz`` → ``skull_01`` (``.seg.nrrd`` too);
+    a folder keeps its name."""
+    name = Path(path).resolve().name
+    for suffix in sorted((".seg.nrrd", *READ_SUFFIXES), key=len, reverse=True):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _suffix(path: Path) -> str:
