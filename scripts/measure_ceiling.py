@@ -8,7 +8,7 @@ slices it trained on (**fit**: what the architecture can represent at all). Prin
 unchanged (zero-shot) and a global Otsu threshold (best of both sides), all as the paper's slice-wise mean
 Bone Dice. Writes a JSON with every figure when ``--json`` is given.
 
-    python scripts/measure_ceiling.py --data DATA/test_seen DATA/test_heldout --minutes 4 --json ceiling.json
+    python scripts/measure_ceiling.py --data DATA/test_seen DATA/test_heldout --steps 1000 --json ceiling.json
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, nargs="+", required=True)
     p.add_argument("--model", default=None, help="start from this model (default: the bundled default)")
-    p.add_argument("--minutes", type=float, default=4.0, help="fine-tuning budget per specimen")
-    p.add_argument("--max-steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1000, help="fine-tuning steps per specimen (a ceiling needs enough)")
+    p.add_argument("--minutes", type=float, default=60.0, help="time cap per specimen (the steps should end it)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -78,9 +78,12 @@ def main() -> int:
         otsu = otsu_baseline(volume.array)
         t0 = time.monotonic()
         res = finetune_in_memory(volume, labels, train, (module, config),
-                                 FinetuneOptions(max_minutes=args.minutes, max_steps=args.max_steps,
+                                 FinetuneOptions(max_minutes=args.minutes, max_steps=args.steps,
                                                  device=args.device))
         tuned = Predictor.from_module(res.module, res.config, device=args.device).predict_labels(volume).array
+        if res.report.get("steps", 0) < args.steps:
+            print(f"warning: {folder.name} stopped by the time cap after {res.report.get('steps')} steps: "
+                  "not a ceiling", file=sys.stderr)
         row = {"family": folder.name.rsplit("_s", 1)[0], "specimen": folder.name,
                "zero_shot": mean_dice(t, zero, test),
                "otsu": max(mean_dice(t, (otsu > 0).astype(np.uint8), test),
