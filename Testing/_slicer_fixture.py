@@ -1,8 +1,8 @@
 """A real MRML scene wired like the Slicer app, for tests that run on the ``slicer-core`` wheel.
 
-Use through a pytest fixture::
+Use through the pytest fixture it defines::
 
-    from _slicer_fixture import make_scene, close_scene
+    from _slicer_fixture import scene  # noqa: F401  (a fixture: each test using it gets a fresh scene)
 
 The Colors, Volumes and Segmentations logics get the scene and one application logic, are
 registered under their module names, and ``slicer.mrmlScene`` points at the scene (as in the app).
@@ -11,6 +11,14 @@ registered under their module names, and ``slicer.mrmlScene`` points at the scen
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+import pytest
+
+#: logic options that keep a test's segmentation cheap (no clean-up, CPU)
+FAST = dict(minIslandVoxels=0, fillHoles=False, device="cpu")
+#: an IJK-to-RAS with a turned, anisotropic grid (no axis of the volume along a world axis)
+OBLIQUE = np.array([[0.0, -0.6, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 1.5, 3.0], [0, 0, 0, 1.0]])
 
 
 def make_scene() -> Any:
@@ -62,3 +70,11 @@ def add_labelmap_node(scene: Any, volume: Any) -> Any:
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ras))
     slicer.util.updateVolumeFromArray(node, volume.array)
     return node
+
+
+@pytest.fixture
+def scene() -> Any:
+    """A fresh scene for one test (:func:`make_scene`), closed afterwards."""
+    s = make_scene()
+    yield s
+    close_scene(s)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _slicer_fixture import close_scene, make_scene  # noqa: E402
+from _slicer_fixture import FAST, OBLIQUE, scene  # noqa: E402,F401 (scene: a fixture)
 
 slicer = pytest.importorskip("slicer")
 
@@ -22,16 +22,7 @@ from FossilSegmentLib.logic import FossilSegmentLogic  # noqa: E402
 from FossilSegmentLib.corrections import (HASH_ATTRIBUTE, MODEL_RESULT_REFERENCE, attributeChanges,  # noqa: E402
                                           sliceHashes, toSliceRefs)
 
-FAST = dict(minIslandVoxels=0, fillHoles=False, device="cpu")
 TUNE = LearnOptions(max_minutes=1.0, finetune_steps=3, device="cpu")
-OBLIQUE = np.array([[0.0, -0.6, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 1.5, 3.0], [0, 0, 0, 1.0]])
-
-
-@pytest.fixture
-def scene():
-    s = make_scene()
-    yield s
-    close_scene(s)
 
 
 def ct() -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _slicer_fixture import close_scene, make_scene  # noqa: E402
+from _slicer_fixture import FAST, OBLIQUE, scene  # noqa: E402,F401 (scene: a fixture)
 from test_process_job import hold_gil  # noqa: E402
 
 slicer = pytest.importorskip("slicer")
@@ -21,15 +21,6 @@ from fossilsegment_engine.errors import InputError  # noqa: E402
 from FossilSegmentLib import job_logic  # noqa: E402
 from FossilSegmentLib.logic import FossilSegmentLogic  # noqa: E402
 
-FAST = dict(minIslandVoxels=0, fillHoles=False, device="cpu")
-OBLIQUE = np.array([[0.0, -0.6, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 1.5, 3.0], [0, 0, 0, 1.0]])
-
-
-@pytest.fixture
-def scene():
-    s = make_scene()
-    yield s
-    close_scene(s)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _slicer_fixture import close_scene, make_scene  # noqa: E402
+from _slicer_fixture import FAST, scene  # noqa: E402,F401 (scene: a fixture)
 
 slicer = pytest.importorskip("slicer")
 import vtk  # noqa: E402
@@ -30,7 +30,6 @@ OBLIQUE = np.eye(4)  # rotated 30° about S, axes permuted and flipped, anisotro
 OBLIQUE[:3, :3] = _ROT @ _PERMUTE_FLIP @ np.diag([0.7, 1.1, 2.5])
 OBLIQUE[:3, 3] = [12.5, -7.0, 40.0]
 GEOMETRIES = {"identity": np.eye(4), "oblique": OBLIQUE}
-FAST = dict(minIslandVoxels=0, fillHoles=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +44,6 @@ def model_dir(tmp_path_factory) -> str:
     config = ModelConfig(name="tiny-slicer-test", arch="unet",
                          arch_options={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": 8}, tile_size=64, tile_overlap=16, classes=default_classes(tooth=True))
     return str(save_model(build_model(config), config, tmp_path_factory.mktemp("m") / "tiny"))
-
-
-@pytest.fixture
-def scene():
-    s = make_scene()
-    yield s
-    close_scene(s)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _slicer_fixture import close_scene, make_scene  # noqa: E402
+from _slicer_fixture import scene  # noqa: E402,F401 (scene: a fixture)
 
 slicer = pytest.importorskip("slicer")
 import vtk  # noqa: E402
@@ -30,13 +30,6 @@ OBLIQUE[:3, :3] = _ROT @ np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]]) @ np.diag
 OBLIQUE[:3, 3] = [12.5, -7.0, 40.0]
 LEFT_HANDED = np.diag([-0.8, 1.0, 1.5, 1.0])
 LEFT_HANDED[:3, 3] = [3.0, 1.0, -2.0]
-
-
-@pytest.fixture
-def scene():
-    s = make_scene()
-    yield s
-    close_scene(s)
 
 
 @pytest.fixture

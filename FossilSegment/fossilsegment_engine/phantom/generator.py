@@ -86,11 +86,12 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
     att[solid] = np.float32(1.0) + (solid_att[solid] - np.float32(1.0)) * np.float32(contrast)
     near = (dist > 2.5) & (dist <= 6.0) & in_block & ~(crack | pyrite | void)
     blur = (st["blur_sigma_k_vox"], st["blur_sigma_vox"], st["blur_sigma_vox"])
-    floor_info = contrast_floor(rng, att, labels == BONE, near, st["noise"], blur)
+    bone = labels == BONE
+    floor_info = contrast_floor(rng, att, bone, near, st["noise"], blur)
     del dist, near
     rock_seen = (labels == MATRIX) & in_block & ~(crack | pyrite | void) & (att > 0.2)
-    floor_info.update(local_contrast_floor(att, labels == BONE, rock_seen, st["noise"], blur))
-    del rock_seen
+    floor_info.update(local_contrast_floor(att, bone, rock_seen, st["noise"], blur))
+    del rock_seen, bone
     del solid_att, matrix_att
     calcite = 1.0 + rng.uniform(0.15, 0.6) * high_z
     att[crack] = np.float32(calcite) + np.float32(0.02) * rng.standard_normal(int(crack.sum()), dtype=np.float32)
