@@ -101,3 +101,15 @@ def test_phantom_output_is_an_option(tmp_path: Path, capsys: pytest.CaptureFixtu
         main(["phantom", str(tmp_path / "P")])  # the old positional OUTDIR
     assert "-o/--output" in capsys.readouterr().err
     assert not (tmp_path / "P").exists()
+
+
+def test_building_the_parser_does_not_load_torch() -> None:
+    """``fossilsegment --help`` and argument errors come back in about a second: torch and smp load only when a
+    command runs (a fresh interpreter, since this test session has torch loaded already)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from fossilsegment_engine.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

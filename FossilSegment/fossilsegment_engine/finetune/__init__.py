@@ -7,7 +7,17 @@
 
 from .annotations import (Annotation, annotations_from_labelmap, check_annotation_set, check_annotations,
                           parse_slice_list, parse_slice_refs, paste_annotations)
-from .tune import FinetuneOptions, FinetuneResult, finetune, finetune_in_memory
+
+_TUNE = ("FinetuneOptions", "FinetuneResult", "finetune", "finetune_in_memory")
+
+
+def __getattr__(name: str) -> object:
+    """The fine-tuning names load torch, so they are imported on first use (the CLI's --help stays fast)."""
+    if name not in _TUNE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import tune
+
+    return getattr(tune, name)
 
 __all__ = ["Annotation", "FinetuneOptions", "FinetuneResult", "annotations_from_labelmap", "check_annotation_set",
            "check_annotations", "finetune", "finetune_in_memory", "parse_slice_list", "parse_slice_refs",

@@ -3,20 +3,29 @@
 The architectures and their options are declared once, in :mod:`.archs`.
 """
 
-from .archs import ARCHITECTURES, DEFAULT_ARCH, Architecture, ArchOption, architecture, create_model
-from .build import build_model, known_encoder, required_multiple, unused_parameters
-from .config import ModelConfig, default_classes
-from .deeplabv3plus import DeepLabV3PlusSkipsDecoder, FossilDeepLabV3Plus
-from .store import (
-    DEFAULT_MODEL,
-    bundled_models,
-    load_config,
-    load_model,
-    model_hash,
-    models_dir,
-    resolve_model_dir,
-    save_model,
-)
+import importlib
+from typing import Any
+
+#: public name → submodule; loaded on first use (PEP 562) so that importing the package (e.g. for the
+#: architecture registry in ``fossilsegment train --help``) does not load torch and smp
+_HOME = {
+    **dict.fromkeys(("ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "ArchOption", "architecture", "create_model",
+                     "known_encoder"), "archs"),
+    **dict.fromkeys(("build_model", "required_multiple", "unused_parameters"), "build"),
+    **dict.fromkeys(("ModelConfig", "default_classes"), "config"),
+    **dict.fromkeys(("DeepLabV3PlusSkipsDecoder", "FossilDeepLabV3Plus"), "deeplabv3plus"),
+    **dict.fromkeys(("DEFAULT_MODEL", "bundled_models", "load_config", "load_model", "model_hash", "models_dir",
+                     "resolve_model_dir", "save_model"), "store"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ARCHITECTURES",

@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import segmentation_models_pytorch as smp
-import timm
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from .deeplabv3plus import FossilDeepLabV3Plus
+
+if TYPE_CHECKING:  # torch, smp and timm load in builders only, so the CLI's --help and parsing stay fast
+    from torch import nn
 
 #: DeepLab v3+ runs its encoder at output stride 16 (the deepest stage is dilated).
 DEEPLAB_OUTPUT_STRIDE = 16
@@ -107,7 +107,11 @@ class Architecture:
 def known_encoder(name: str) -> bool:
     """True if smp can build ``name`` (an smp encoder, or ``tu-<timm model>``)."""
     if name.startswith("tu-"):
+        import timm
+
         return timm.is_model(name[3:])
+    import segmentation_models_pytorch as smp
+
     return name in smp.encoders.get_encoder_names()
 
 
@@ -146,6 +150,8 @@ def unet_widths(options: Mapping[str, Any]) -> list[int]:
 
 
 def _build_unet(in_channels: int, classes: int, **options: Any) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
     return smp.Unet(encoder_name=_smp_encoder(options["encoder"]), encoder_depth=options["encoder_depth"], encoder_weights=None,
                     decoder_channels=unet_widths(options), in_channels=in_channels, classes=classes)
 
@@ -189,6 +195,8 @@ UNET = Architecture(
 
 # ---------------------------------------------------------------- DeepLab v3+ (the paper's, 1 or 2 skips)
 def _build_deeplab(in_channels: int, classes: int, **options: Any) -> nn.Module:
+    from .deeplabv3plus import FossilDeepLabV3Plus
+
     return FossilDeepLabV3Plus(encoder_name=_smp_encoder(options["encoder"]), encoder_depth=options["encoder_depth"],
                                encoder_weights=None, decoder_channels=options["decoder_channels"],
                                in_channels=in_channels, classes=classes, decoder_skips=options["decoder_skips"],
