@@ -10,7 +10,7 @@ crops of the same rendering (same grey window): one where the proxy is densest, 
 densest (orange fill = prediction, cyan outline = bone proxy).
 
     python scripts/speckle_report.py [--model fossil-bone-v2.1] [--real ../shared/data/real] \
-        [--qim3d qim3d-1.5.3-py3-none-any.whl] [--montage-dir docs/benchmarks] [--tag baseline] \
+        [--qim3d qim3d-1.5.3-py3-none-any.whl] [--montage-dir docs/benchmarks] [--tag MODEL_NAME] \
         [--json docs/benchmarks/speckle_baseline.json] [--force]
 """
 
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from PIL import Image
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -115,9 +115,9 @@ def montage(volume: Volume, labels: Volume, classes: list, k: int, max_px: int, 
 
 
 def write_png(rgb: np.ndarray, path: Path, force: bool) -> None:
-    """Write an RGB uint8 array as PNG, atomically."""
+    """Write an RGB uint8 array as a 256-colour PNG (a third of the size of RGB on noisy CT), atomically."""
     with atomic_path(path, force) as tmp:
-        sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp))
+        Image.fromarray(rgb).quantize(256, method=Image.Quantize.MEDIANCUT).save(tmp, "PNG", optimize=True)
 
 
 def _scans(args: argparse.Namespace) -> list[RealScan]:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="measure only these scans")
     p.add_argument("--max-px", type=int, default=30, help="a piece smaller than this (pixels) is a speck")
     p.add_argument("--montage-dir", type=Path, default=None, help="write speckle_<volume>_<tag>.png here")
-    p.add_argument("--tag", default="baseline")
+    p.add_argument("--tag", default=None, help="montage name suffix (default: the model's name)")
     p.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite existing montages and JSON")
     p.add_argument("--crops", type=int, default=2, help="1:1 crops where the specks are densest")
@@ -158,16 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     scans = _scans(args)
-    outputs = [args.montage_dir / f"speckle_{s.name}_{args.tag}.png" for s in scans] if args.montage_dir else []
+    seg = Predictor.load(args.model, device=args.device)
+    tag = args.tag or seg.config.name
+    outputs = [args.montage_dir / f"speckle_{s.name}_{tag}.png" for s in scans] if args.montage_dir else []
     try:
         for path in outputs + ([args.json] if args.json else []):
             check_can_write(path, args.force)  # refuse before the long part
     except OutputError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    seg = Predictor.load(args.model, device=args.device)
     print(f"model {seg.config.name}; pieces < {args.max_px} px per slice (8-connected)")
     rows = []
-    for scan in scans:
+    for i, scan in enumerate(scans):
         labels = seg.predict_labels(scan.volume, slice_range=scan.slices)
         k0, k1 = scan.slices or (0, scan.volume.shape[0])
         proxy = bone_proxy(scan.volume.array[k0:k1], scan.proxy) if scan.proxy else None
@@ -177,14 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             k = (k0 + k1) // 2
             rgb = montage(scan.volume, labels, seg.classes, k, args.max_px, args.crops, args.crop,
                           proxy[k - k0] if proxy is not None else None)
-            out = args.montage_dir / f"speckle_{scan.name}_{args.tag}.png"
-            write_png(rgb, out, args.force)
-            print(f"  montage {out}")
+            write_png(rgb, outputs[i], args.force)
+            print(f"  montage {outputs[i]}")
     if args.json is not None:
         report = {"model": seg.config.name, "weights_sha256": seg.config.weights_sha256, "max_px": args.max_px,
                   "rows": rows}
         with atomic_path(args.json, args.force) as tmp:
-            tmp.write_text(json.dumps(report, indent=1) + "\n")
+            tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
         print(f"json {args.json}")
     return 0
 
