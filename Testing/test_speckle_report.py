@@ -139,11 +139,12 @@ def test_montage_has_whole_slice_and_one_to_one_crops() -> None:
     assert rgb.shape[1] == (4 + 512 + 4) + 3 * (4 + 100 + 4)
     first_crop = rgb[4:104, 520 + 4:520 + 104]
     assert (first_crop == np.round(np.array(TRUTH_COLOR) * 255)).all(axis=2).sum() >= 4 * 50  # the proxy outline
-    small = speckle.montage(Volume(grey[:, :80, :90]), Volume(labels[:, :80, :90]), CLASSES, 0, 30, 2, 100, proxy[:80, :90])
+    small = speckle.montage(Volume(grey[:, :80, :90]), Volume(labels[:, :80, :90]), CLASSES, 0, 30, 2, 100,
+                            proxy[:80, :90])
     assert small.shape[1] == 4 + 512 + 4  # nothing to crop from a slice no larger than a crop
 
 
-def test_report_end_to_end_json_montage_and_no_overwrite(tmp_path: Path) -> None:
+def test_report_end_to_end_json_montage_and_no_overwrite(tmp_path: Path, tiny_model_dir: Path) -> None:
     yy, xx = np.mgrid[:64, :64]
     bone = (40 + 160 * (np.hypot(yy - 32, xx - 32) < 14)).astype(np.uint8)
     folder = tmp_path / "qim3d"
@@ -152,15 +153,15 @@ def test_report_end_to_end_json_montage_and_no_overwrite(tmp_path: Path) -> None
     tifffile.imwrite(folder / "cement_128x128x128.tif", np.full((3, 64, 64), 90, np.uint8) + (xx % 7).astype(np.uint8),
                      photometric="minisblack")
     args = ["--real", str(tmp_path / "none"), "--qim3d", str(folder), "--montage-dir", str(tmp_path / "m"),
-            "--json", str(tmp_path / "r.json"), "--tag", "t"]
+            "--json", str(tmp_path / "r.json"), "--model", str(tiny_model_dir)]
     assert speckle.main(args) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
-    assert report["model"] == "fossil-bone-v2.1" and set(rows) == {"qim3d_bone_128x128x128", "qim3d_cement_128x128x128"}
+    assert report["model"] == "tiny-test-unet" and set(rows) == {"qim3d_bone_128x128x128", "qim3d_cement_128x128x128"}
     assert rows["qim3d_bone_128x128x128"]["proxy_fraction"] == pytest.approx(float((bone > 100).mean()), abs=0.01)
     assert 0 <= rows["qim3d_bone_128x128x128"]["bone_kept"] <= 1
     cement = rows["qim3d_cement_128x128x128"]
     assert cement["false_positive_share"] == cement["foreground_fraction"] and cement["bone_kept"] is None
-    assert (tmp_path / "m" / "speckle_qim3d_bone_128x128x128_t.png").stat().st_size > 0
+    assert (tmp_path / "m" / "speckle_qim3d_bone_128x128x128_tiny-test-unet.png").stat().st_size > 0  # default tag
     with pytest.raises(SystemExit, match="exists"):
         speckle.main(args)  # refuses before segmenting anything
