@@ -155,7 +155,7 @@ def test_report_end_to_end_json_montage_and_no_overwrite(tmp_path: Path, tiny_mo
     args = ["--real", str(tmp_path / "none"), "--qim3d", str(folder), "--montage-dir", str(tmp_path / "m"),
             "--json", str(tmp_path / "r.json"), "--model", str(tiny_model_dir)]
     assert speckle.main(args) == 0
-    report = json.loads((tmp_path / "r.json").read_text())
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     rows = {r["name"]: r for r in report["rows"]}
     assert report["model"] == "tiny-test-unet" and set(rows) == {"qim3d_bone_128x128x128", "qim3d_cement_128x128x128"}
     assert rows["qim3d_bone_128x128x128"]["proxy_fraction"] == pytest.approx(float((bone > 100).mean()), abs=0.01)

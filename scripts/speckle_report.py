@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {"model": seg.config.name, "weights_sha256": seg.config.weights_sha256, "max_px": args.max_px,
                   "rows": rows}
         with atomic_path(args.json, args.force) as tmp:
-            tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+            tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"json {args.json}")
     return 0
 
