@@ -18,7 +18,8 @@ import numpy as np
 from skimage.filters import apply_hysteresis_threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speckle_report import REAL, real_volumes, small_pieces, speckle_figure  # noqa: E402
+from real_scans import REAL, shared_scans  # noqa: E402
+from speckle_report import small_pieces, speckle_figure  # noqa: E402
 
 from fossilsegment_engine.inference.predictor import Predictor  # noqa: E402
 from fossilsegment_engine.io.volume_io import read_labelmap, read_volume  # noqa: E402
@@ -50,11 +51,11 @@ def main() -> int:
     ap.add_argument("--real", type=Path, default=REAL)
     args = ap.parse_args()
     seg = Predictor.load(None, device="cpu")
-    for name, (volume, slices) in real_volumes(args.real).items():
-        k0, k1 = slices or (0, volume.shape[0])
-        for variant, mask in variants(seg, volume, slices).items():
+    for scan in shared_scans(args.real):
+        k0, k1 = scan.slices or (0, scan.volume.shape[0])
+        for variant, mask in variants(seg, scan.volume, scan.slices).items():
             fig = speckle_figure(mask[k0:k1].astype(np.uint8))
-            print(f"{name} {variant}: {fig['pieces']} pieces < 30 px, foreground {fig['foreground_fraction']:.4f}")
+            print(f"{scan.name} {variant}: {fig['pieces']} pieces < 30 px, foreground {fig['foreground_fraction']:.4f}")
     scores: dict[str, list[float]] = {}
     for folder in sorted(d for d in args.phantoms.iterdir() if d.is_dir()):
         volume = read_volume(folder / "volume.nrrd")
