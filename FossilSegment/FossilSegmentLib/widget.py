@@ -102,6 +102,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.logic.cancelJob()
+        self.logic.removeSceneObservers()
         self.removeObservers()
 
     def enter(self) -> None:
