@@ -375,16 +375,22 @@ class CorrectionsLogicMixin:
         return node
 
     @staticmethod
-    def suggestSlices(uncertainty, exclude: Iterable[Union[int, str, SliceRef]] = ()) -> list[int]:
-        """Axial slices by mean uncertainty, most uncertain first; the axial ones of ``exclude`` (corrected
-        slices) left out.
+    def suggestSlices(uncertainty, exclude: Iterable[Union[int, str, SliceRef]] = (),
+                      axes: Optional[Sequence[int]] = None, count: int = 5) -> list[SliceRef]:
+        """Up to ``count`` slices ``(axis, index)`` to correct next: most uncertain first, spread out, none near a
+        slice of ``exclude`` (the corrected slices) on its axis (the engine's ``suggest_slices``).
 
-        ``uncertainty``: a Volume, a numpy array ``[k, j, i]`` or a scalar volume node."""
-        from fossilsegment_engine.inference.uncertainty import slice_ranking
+        ``axes`` None: axial, plus every axis the user has already corrected a slice along. Axial first because
+        the learn method fine-tunes the network on axial slices only and a shape prior along an axis needs two
+        corrected slices on it: a lone j or i suggestion would add only its voxels. ``uncertainty``: a Volume, a
+        numpy array ``[k, j, i]`` or a scalar volume node."""
+        from fossilsegment_engine.inference.uncertainty import suggest_slices
 
         if hasattr(uncertainty, "GetImageData"):
             uncertainty = np.array(slicer.util.arrayFromVolume(uncertainty))
-        return [k for k, _ in slice_ranking(uncertainty, [i for axis, i in toSliceRefs(exclude) if axis == 0])]
+        refs = toSliceRefs(exclude)
+        axes = sorted({0} | {axis for axis, _ in refs}) if axes is None else list(axes)
+        return [(axis, index) for axis, index, _ in suggest_slices(uncertainty, count, axes, refs)]
 
 
 def _removeLabelmapWithColorTable(labelNode) -> None:
