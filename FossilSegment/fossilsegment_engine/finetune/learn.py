@@ -8,8 +8,11 @@ The method (chosen by measurement: docs/benchmarks/fewshot_method.md; against it
    prior of every annotated axis (:mod:`.priors`). It is trained on the annotated slices' voxels, each slice's prior
    computed *without* that slice (from its neighbours), so the classifier learns how far this specimen's shape
    can be trusted between annotated slices and how far its appearance can;
-3. the volume is classified slab by slab (memory bounded by the slab), cleaned as ``segment`` does, and the
-   annotated slices are copied in unchanged.
+   (A J or I slice's voxels are drawn from at most ``TRAINING_ROWS`` axial slices, so training never reads the
+   whole volume.)
+3. the volume is classified slab by slab (memory bounded by the slab; a memory-mapped input's pages handed back
+   after each), cleaned as ``segment`` does, and the annotated slices are copied in unchanged. The result does not
+   depend on the slab size.
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ def _training_set(array: np.ndarray, anns: list[Annotation], net: NetworkProbabi
 
     The voxels are drawn first (uniformly, an even share per slice; a J or I slice's from its rows in
     :func:`training_rows`), then only the axial slices holding them are read, one at a time, and only the drawn
-    voxels are kept: memory and time do not grow with the volume.
+    voxels are kept: memory and time do not grow with the number of slices.
     """
     shape = array.shape
     axes = prior_axes(anns)
