@@ -108,10 +108,23 @@ def _slabs(n: int, size: int) -> list[tuple[int, int]]:
     return [(k, min(k + size, n)) for k in range(0, n, size)]
 
 
+def _slab_features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities,
+                   priors: Sequence[AxisPrior] = ()) -> np.ndarray:
+    """(k1-k0, J, I, F) network probabilities, image features and (with ``priors``) shape priors of axial slices
+    k0..k1-1, assembled into one array (no intermediate concatenations: at 1000² a slab's features are ~128 MB)."""
+    image = apply_intensity_range(np.asarray(array[k0:k1]), net.lo, net.hi)
+    parts = [net(array, k0, k1), image_features(image)] + ([prior_features(priors, k0, k1)] if priors else [])
+    out = np.empty(parts[0].shape[:3] + (sum(p.shape[-1] for p in parts),), np.float32)
+    start = 0
+    for part in parts:
+        out[..., start:start + part.shape[-1]] = part
+        start += part.shape[-1]
+    return out
+
+
 def _base_features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities) -> np.ndarray:
     """(k1-k0, J, I, F) network probabilities and image features of axial slices k0..k1-1."""
-    image = apply_intensity_range(np.asarray(array[k0:k1]), net.lo, net.hi)
-    return np.concatenate([net(array, k0, k1), image_features(image)], axis=-1)
+    return _slab_features(array, k0, k1, net)
 
 
 def _with_priors(base: np.ndarray, priors: Sequence[AxisPrior], k0: int, k1: int) -> np.ndarray:
@@ -248,7 +261,7 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     halo = config.context_slices // 2  # the network reads this many slices on each side of a slab
     for k0, k1 in _slabs(volume.shape[0], _slab_size(volume.shape)):
         check_cancelled(cancel)
-        out[k0:k1] = _classify(clf, _with_priors(_base_features(array, k0, k1, net), priors, k0, k1))
+        out[k0:k1] = _classify(clf, _slab_features(array, k0, k1, net, priors))
         release_pages(array, 0, k1 - halo)  # a memory-mapped input never stays resident
         if seg_p is not None:
             seg_p(k1, volume.shape[0])
