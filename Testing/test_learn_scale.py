@@ -52,7 +52,8 @@ def test_training_reads_only_the_annotated_and_sampled_rows(tiny_model_dir, pare
     real = learn._training_set
 
     def spy(array, *args, **kwargs):
-        monkeypatch.setattr(learn, "_base_features", lambda a, k0, k1, net: read.append((k0, k1)) or base(a, k0, k1, net))
+        monkeypatch.setattr(learn, "_base_features",
+                            lambda a, k0, k1, net: read.append((k0, k1)) or base(a, k0, k1, net))
         try:
             return real(array, *args, **kwargs)
         finally:

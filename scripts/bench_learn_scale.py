@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         dice, iou = score(src, out, ks) if ok else (None, None)
         report = {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(cmd[2:]), "shape_kji": list(shape), "corrected_slices": ks, "exit_code": proc.returncode,
+            "command": " ".join(cmd), "shape_kji": list(shape), "corrected_slices": ks,
+            "exit_code": proc.returncode,
             "note": state.get("killed", ""), "wall_s": figures["wall_s"], "peak_rss_bytes": peak,
             "input_bytes": 2 * voxels, "output_bytes": voxels, "bound_bytes": bound,
             "within_bound": bool(ok and peak <= bound), "dice_unannotated": dice, "iou_unannotated": iou,

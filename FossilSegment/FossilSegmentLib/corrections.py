@@ -117,7 +117,8 @@ def removeOrphanModelResults(scene, removedNode=None) -> list[str]:
                   if n.GetAttribute(MODEL_RESULT_ATTRIBUTE)}
     if removedNode is not None and removedNode.GetNodeReferenceID(MODEL_RESULT_REFERENCE):
         candidates.add(removedNode.GetNodeReferenceID(MODEL_RESULT_REFERENCE))
-    referenced = {n.GetNodeReferenceID(MODEL_RESULT_REFERENCE) for n in scene.GetNodesByClass("vtkMRMLSegmentationNode")}
+    referenced = {n.GetNodeReferenceID(MODEL_RESULT_REFERENCE)
+                  for n in scene.GetNodesByClass("vtkMRMLSegmentationNode")}
     removed = []
     for nodeID in sorted(candidates - referenced):
         node = scene.GetNodeByID(nodeID)

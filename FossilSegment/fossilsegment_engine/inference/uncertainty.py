@@ -128,7 +128,8 @@ def slice_means(uncertainty: np.ndarray | Volume, axis: int = 0) -> np.ndarray:
     return array.mean(axis=tuple(d for d in range(3) if d != axis), dtype=np.float64)
 
 
-def slice_ranking(uncertainty: np.ndarray | Volume, exclude: Iterable[int] = (), axis: int = 0) -> list[tuple[int, float]]:
+def slice_ranking(uncertainty: np.ndarray | Volume, exclude: Iterable[int] = (),
+                  axis: int = 0) -> list[tuple[int, float]]:
     """Slices along ``axis`` (default axial) by mean uncertainty, highest first, as ``(index, mean)``; ``exclude``
     (e.g. corrected) left out."""
     means = slice_means(uncertainty, axis)
