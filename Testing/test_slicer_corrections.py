@@ -272,7 +272,15 @@ def test_uncertainty_node_and_suggestions(scene, tiny_model_dir):
     np.testing.assert_allclose(m1, m2, atol=1e-9)
     ranking = logic.suggestSlices(node, exclude=[0])
     means = unc.array.reshape(8, -1).mean(1)
-    assert 0 not in ranking and len(ranking) == 7 and ranking[0] == int(np.argmax(means[1:]) + 1)
+    assert len(ranking) == 5 and (0, 0) not in ranking and ranking[0] == (0, int(np.argmax(means[1:]) + 1))
+    assert [k for _, k in ranking] == sorted(range(1, 8), key=lambda k: -means[k])[:5]  # axial: none corrected off-axis
+    # a slice corrected along j: j slices are suggested too, ranked with the axial ones by their mean
+    mixed = logic.suggestSlices(node, exclude=["k0", "j5"], count=40)
+    jMeans = unc.array.mean(axis=(0, 2))
+    assert {axis for axis, _ in mixed} == {0, 1} and (1, 5) not in mixed
+    assert mixed[0] == max([(0, k) for k in range(1, 8)] + [(1, j) for j in range(32) if j != 5],
+                           key=lambda r: (means if r[0] == 0 else jMeans)[r[1]])
+    assert logic.suggestSlices(node, axes=[2], count=3)[0] == (2, int(np.argmax(unc.array.mean(axis=(0, 1)))))
     assert logic.showUncertainty(unc, volumeNode, node) is node  # updated in place
     # the region Apply segments (ROI box ∩ slice range): uncertainty there only, suggestions inside it
     from fossilsegment_engine.roi import Box
@@ -284,7 +292,7 @@ def test_uncertainty_node_and_suggestions(scene, tiny_model_dir):
     rest = part.array.copy()
     rest[2:5, 2:9, 3:10] = 0
     assert not rest.any()
-    assert logic.suggestSlices(part)[:3] == sorted(range(2, 5), key=lambda k: -part.array[k].mean())
+    assert logic.suggestSlices(part)[:3] == [(0, k) for k in sorted(range(2, 5), key=lambda k: -part.array[k].mean())]
     with pytest.raises(InputError, match="share no slice"):
         logic.runUncertainty(volume, model=str(tiny_model_dir), device="cpu", sliceRange=(6, 8), roi=Box(1, 5, 0, 4, 0, 4))
 

@@ -12,6 +12,7 @@ from fossilsegment_engine.inference.uncertainty import (
     auroc,
     normalized_entropy,
     slice_ranking,
+    suggest_slices,
     uncertainty_volume,
     write_uncertainty,
 )
@@ -150,3 +151,21 @@ def test_cli_uncertainty_follows_roi(tmp_path, tiny_model_dir):
                         "--slices", "3:5"]) == 0
     u = read_volume(tmp_path / "b_u.nrrd").array
     assert not u[:3].any() and u[3:].min(axis=(1, 2)).max() >= 0 and u[3:].mean() > 0
+
+
+def test_suggested_slices_on_any_axis_are_spread_and_skip_corrected_ones():
+    u = np.zeros((20, 30, 40), np.float32)
+    u[:, 10:13, :] = 0.8  # an uncertain band across coronal (j) slices 10..12: they top the j ranking
+    u[4:6] += 0.1  # axial slices 4 and 5 are the most uncertain axial ones
+    u[:, :, 33] += 0.5  # sagittal slice 33
+    assert [j for j, _ in slice_ranking(u, axis=1)][:3] == [10, 11, 12]
+    got = suggest_slices(u, count=4, axes=(0, 1, 2), min_gap=3)
+    assert [(a, i) for a, i, _ in got] == [(1, 10), (2, 33), (0, 4), (0, 0)]  # never j11, j12: too close to j10
+    assert got[0][2] == pytest.approx(u[:, 10].mean())
+    # corrected slices (and their neighbours) are never suggested; the default gap = slices / (2 x count)
+    got = suggest_slices(u, count=2, axes=(1,), exclude=[(1, 11), (0, 4)])
+    assert [(a, i) for a, i, _ in got] == [(1, 0), (1, 18)]  # gap 30 // 4 = 7: j5..j17 closed around j11
+    assert [i for _, i, _ in suggest_slices(u, count=3)] == [4, 0, 7]  # axial only by default; gap 20 // 6 = 3
+    assert len(suggest_slices(u, count=50, axes=(0,), min_gap=1)) == 20  # never more than there are
+    with pytest.raises(InputError, match="axes"):
+        suggest_slices(u, axes=(3,))

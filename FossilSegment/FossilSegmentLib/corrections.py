@@ -33,6 +33,8 @@ AXES = "kji"
 _REF = re.compile(r"([kji]?)(\d+)")  # one slice as the panel stores it (the engine's parser also takes ranges)
 #: node reference (segmentation → hidden labelmap of the model's last result)
 MODEL_RESULT_REFERENCE = "FossilSegmentModelResult"
+#: attribute marking a labelmap node as a model result (found and removed when no segmentation references it)
+MODEL_RESULT_ATTRIBUTE = "FossilSegment.ModelResult"
 #: attribute of scenes saved before the model result was kept: per-axial-slice hashes only
 HASH_ATTRIBUTE = "FossilSegment.ModelSliceHashes"
 #: a slice view within this angle of a volume axis shows that axis' slices (rounding in matrices)
@@ -107,10 +109,52 @@ def _ijkToRAS(volumeNode) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(m)
 
 
+def removeOrphanModelResults(scene, removedNode=None) -> list[str]:
+    """Remove the model-result labelmaps (and their display and storage nodes) that no segmentation node of
+    ``scene`` references any more: those marked ``MODEL_RESULT_ATTRIBUTE`` and the one ``removedNode`` (a
+    segmentation just removed, whose reference ID outlives it) pointed at. Returns the IDs removed."""
+    candidates = {n.GetID() for n in scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode")
+                  if n.GetAttribute(MODEL_RESULT_ATTRIBUTE)}
+    if removedNode is not None and removedNode.GetNodeReferenceID(MODEL_RESULT_REFERENCE):
+        candidates.add(removedNode.GetNodeReferenceID(MODEL_RESULT_REFERENCE))
+    referenced = {n.GetNodeReferenceID(MODEL_RESULT_REFERENCE)
+                  for n in scene.GetNodesByClass("vtkMRMLSegmentationNode")}
+    removed = []
+    for nodeID in sorted(candidates - referenced):
+        node = scene.GetNodeByID(nodeID)
+        if node is not None and node.IsA("vtkMRMLLabelMapVolumeNode"):
+            storage = node.GetStorageNode()
+            _removeNode(node)
+            if storage is not None and storage.GetScene() is scene:
+                scene.RemoveNode(storage)
+            removed.append(nodeID)
+    return removed
+
+
+@vtk.calldata_type(vtk.VTK_OBJECT)
+def _onNodeRemoved(scene, event, node) -> None:
+    """A segmentation node left the scene: its model result goes too (not while the scene closes or loads)."""
+    if node is not None and node.IsA("vtkMRMLSegmentationNode") and not scene.IsClosing() \
+            and not scene.IsBatchProcessing():
+        removeOrphanModelResults(scene, node)
+
+
 class CorrectionsLogicMixin:
     """Fine-tune on corrected slices, re-segment the others, and rank slices by uncertainty."""
 
     finetuned: Any = None  # (module, config) of the last "learn from corrections", or None
+
+    def observeSceneForOrphans(self, scene) -> None:
+        """Remove a segmentation's model result when the segmentation leaves ``scene`` (one observer per scene;
+        :meth:`removeSceneObservers` takes them off)."""
+        observed = self.__dict__.setdefault("_orphanObservers", {})
+        if scene is not None and id(scene) not in observed:
+            observed[id(scene)] = (scene, scene.AddObserver(slicer.vtkMRMLScene.NodeRemovedEvent, _onNodeRemoved))
+
+    def removeSceneObservers(self) -> None:
+        """Take off the observers :meth:`observeSceneForOrphans` added."""
+        for scene, tag in self.__dict__.pop("_orphanObservers", {}).values():
+            scene.RemoveObserver(tag)
 
     # ------------------------------------------------------------------ reading segments back
     def segmentationLabelArray(self, segmentationNode, volumeNode, classes: Sequence[SegmentClass]) -> np.ndarray:
@@ -151,6 +195,8 @@ class CorrectionsLogicMixin:
                                            scene.GenerateUniqueName(f"{segmentationNode.GetName()} model result"))
             node.SetHideFromEditors(True)
             segmentationNode.SetNodeReferenceID(MODEL_RESULT_REFERENCE, node.GetID())
+        node.SetAttribute(MODEL_RESULT_ATTRIBUTE, "1")
+        self.observeSceneForOrphans(node.GetScene())
         node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(_ijkToRAS(volumeNode)))
         node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         slicer.util.updateVolumeFromArray(node, labels)
@@ -330,16 +376,22 @@ class CorrectionsLogicMixin:
         return node
 
     @staticmethod
-    def suggestSlices(uncertainty, exclude: Iterable[Union[int, str, SliceRef]] = ()) -> list[int]:
-        """Axial slices by mean uncertainty, most uncertain first; the axial ones of ``exclude`` (corrected
-        slices) left out.
+    def suggestSlices(uncertainty, exclude: Iterable[Union[int, str, SliceRef]] = (),
+                      axes: Optional[Sequence[int]] = None, count: int = 5) -> list[SliceRef]:
+        """Up to ``count`` slices ``(axis, index)`` to correct next: most uncertain first, spread out, none near a
+        slice of ``exclude`` (the corrected slices) on its axis (the engine's ``suggest_slices``).
 
-        ``uncertainty``: a Volume, a numpy array ``[k, j, i]`` or a scalar volume node."""
-        from fossilsegment_engine.inference.uncertainty import slice_ranking
+        ``axes`` None: axial, plus every axis the user has already corrected a slice along. Axial first because
+        the learn method fine-tunes the network on axial slices only and a shape prior along an axis needs two
+        corrected slices on it: a lone j or i suggestion would add only its voxels. ``uncertainty``: a Volume, a
+        numpy array ``[k, j, i]`` or a scalar volume node."""
+        from fossilsegment_engine.inference.uncertainty import suggest_slices
 
         if hasattr(uncertainty, "GetImageData"):
             uncertainty = np.array(slicer.util.arrayFromVolume(uncertainty))
-        return [k for k, _ in slice_ranking(uncertainty, [i for axis, i in toSliceRefs(exclude) if axis == 0])]
+        refs = toSliceRefs(exclude)
+        axes = sorted({0} | {axis for axis, _ in refs}) if axes is None else list(axes)
+        return [(axis, index) for axis, index, _ in suggest_slices(uncertainty, count, axes, refs)]
 
 
 def _removeLabelmapWithColorTable(labelNode) -> None:

@@ -61,6 +61,7 @@ class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
         self._segmenters: dict[tuple, Any] = {}
         self._lock = threading.Lock()
         self.lastClasses: list[SegmentClass] = []
+        self.observeSceneForOrphans(getattr(slicer, "mrmlScene", None))  # a deleted segmentation's model result goes too
 
     # ------------------------------------------------------------------ parameters (app only)
     def getParameterNode(self):

@@ -102,6 +102,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.logic.cancelJob()
+        self.logic.removeSceneObservers()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -461,8 +462,8 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.util.setSliceViewerLayers(background=volume, foreground=node, foregroundOpacity=0.4)
         ranking = self.logic.suggestSlices(node, exclude=self.logic.correctedSlices())
         if not ranking:
-            self.ui.statusLabel.text = "Every slice is already marked as corrected."
+            self.ui.statusLabel.text = "No slice to suggest: every slice is corrected or next to a corrected one."
             return
         self._jumpToSlice(ranking[0])
-        self.ui.statusLabel.text = ("Most uncertain slices: " + ", ".join(f"k{k}" for k in ranking[:5]) +
-                                    f". Showing slice k{ranking[0]}; correct it, then mark it.")
+        self.ui.statusLabel.text = ("Most uncertain slices: " + ", ".join(map(sliceRefName, ranking)) +
+                                    f". Showing slice {sliceRefName(ranking[0])}; correct it, then mark it.")

@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     axial = [a.index for a in annotations if a.axis == 0]
     if args.save_model is not None:  # the fine-tuning recipe needs foreground on its (axial) slices
         check_annotations(volume, labels, axial, config.n_classes, config.class_names)
+    del labels  # the corrected slices are copied out: a whole-volume label file is not held while learning
     names = [a.name for a in annotations]
     log.info("input %s: %s voxels (k, j, i); corrected slices %s; model %s", args.volume, volume.shape,
              ",".join(names), config.name)

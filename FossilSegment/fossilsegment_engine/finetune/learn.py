@@ -8,8 +8,11 @@ The method (chosen by measurement: docs/benchmarks/fewshot_method.md; against it
    prior of every annotated axis (:mod:`.priors`). It is trained on the annotated slices' voxels, each slice's prior
    computed *without* that slice (from its neighbours), so the classifier learns how far this specimen's shape
    can be trusted between annotated slices and how far its appearance can;
-3. the volume is classified slab by slab (memory bounded by the slab), cleaned as ``segment`` does, and the
-   annotated slices are copied in unchanged.
+   (A J or I slice's voxels are drawn from at most ``TRAINING_ROWS`` axial slices, so training never reads the
+   whole volume.)
+3. the volume is classified slab by slab (memory bounded by the slab; a memory-mapped input's pages handed back
+   after each), cleaned as ``segment`` does, and the annotated slices are copied in unchanged. The result does not
+   depend on the slab size.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..errors import InputError
 from ..inference.device import choose_device, resolve_precision
 from ..inference.normalize import apply_intensity_range, volume_intensity_range
 from ..inference.postprocess import PostprocessOptions, postprocess
+from ..mapped_pages import release_pages
 from ..progress import CancelToken, ProgressCallback, check_cancelled, phases
 from ..volume import Volume
 from .annotations import Annotation, check_annotation_set, paste_annotations
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 #: training voxels drawn from the annotated slices (uniformly, split evenly between the slices)
 TRAINING_VOXELS = 60_000
 SLAB_VOXELS = 2_000_000  # voxels classified at a time (bounds the features' memory)
+PREDICT_VOXELS = 500_000  # voxels given to the trees at a time (they convert their input to float64)
+#: at most this many axial slices are read for the training voxels of slices annotated along J or I
+TRAINING_ROWS = 64
 #: the fine-tuning gets what the budget leaves after the estimated classification, within these shares of it
 FINETUNE_SHARE = (0.25, 0.85)
 #: below this the fine-tuning is skipped (a budget already spent reading and timing the volume)
@@ -101,10 +108,23 @@ def _slabs(n: int, size: int) -> list[tuple[int, int]]:
     return [(k, min(k + size, n)) for k in range(0, n, size)]
 
 
+def _slab_features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities,
+                   priors: Sequence[AxisPrior] = ()) -> np.ndarray:
+    """(k1-k0, J, I, F) network probabilities, image features and (with ``priors``) shape priors of axial slices
+    k0..k1-1, assembled into one array (no intermediate concatenations: at 1000² a slab's features are ~128 MB)."""
+    image = apply_intensity_range(np.asarray(array[k0:k1]), net.lo, net.hi)
+    parts = [net(array, k0, k1), image_features(image)] + ([prior_features(priors, k0, k1)] if priors else [])
+    out = np.empty(parts[0].shape[:3] + (sum(p.shape[-1] for p in parts),), np.float32)
+    start = 0
+    for part in parts:
+        out[..., start:start + part.shape[-1]] = part
+        start += part.shape[-1]
+    return out
+
+
 def _base_features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities) -> np.ndarray:
     """(k1-k0, J, I, F) network probabilities and image features of axial slices k0..k1-1."""
-    image = apply_intensity_range(np.asarray(array[k0:k1]), net.lo, net.hi)
-    return np.concatenate([net(array, k0, k1), image_features(image)], axis=-1)
+    return _slab_features(array, k0, k1, net)
 
 
 def _with_priors(base: np.ndarray, priors: Sequence[AxisPrior], k0: int, k1: int) -> np.ndarray:
@@ -118,14 +138,24 @@ def prior_axes(anns: Sequence[Annotation]) -> list[int]:
     return [axis for axis in range(3) if sum(a.axis == axis for a in anns) >= 2]
 
 
-def _plane(block: np.ndarray, ann: Annotation, k0: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The part of an annotated plane inside the slab ``block`` (n, J, I, F) starting at k0: (features, labels)."""
-    n = block.shape[0]
+def training_rows(n: int) -> np.ndarray:
+    """The axial slices whose voxels of annotated J or I slices train the classifier: at most TRAINING_ROWS, evenly
+    spread (every slice of a volume with fewer), so training never runs the network over the whole volume."""
+    return np.unique(np.linspace(0, n - 1, min(n, TRAINING_ROWS)).round().astype(np.int64))
+
+
+def _rows_of(ann: Annotation, rows: np.ndarray) -> np.ndarray:
+    """The axial slices that hold the training voxels of ``ann``."""
+    return np.array([ann.index]) if ann.axis == 0 else rows
+
+
+def _row_voxels(block: np.ndarray, ann: Annotation, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features (m, F), labels (m,)) of ``ann``'s voxels in axial slice k, from that slice's features (1, J, I, F)."""
     if ann.axis == 0:
-        return (block[ann.index - k0], ann.labels) if k0 <= ann.index < k0 + n else None
+        return block[0].reshape(-1, block.shape[-1]), ann.labels.reshape(-1)
     if ann.axis == 1:
-        return block[:, ann.index], ann.labels[k0:k0 + n]
-    return block[:, :, ann.index], ann.labels[k0:k0 + n]
+        return block[0, ann.index], ann.labels[k]
+    return block[0, :, ann.index], ann.labels[k]
 
 
 def _training_set(array: np.ndarray, anns: list[Annotation], net: NetworkProbabilities, spacing: Sequence[float],
@@ -133,36 +163,54 @@ def _training_set(array: np.ndarray, anns: list[Annotation], net: NetworkProbabi
                   cancel: CancelToken | None) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of voxels drawn from the annotated slices, each slice's prior computed without it.
 
-    Only the annotated axial slices are read, unless a slice along J or I is annotated: then every slab is.
+    The voxels are drawn first (uniformly, an even share per slice; a J or I slice's from its rows in
+    :func:`training_rows`), then only the axial slices holding them are read, one at a time, and only the drawn
+    voxels are kept: memory and time do not grow with the number of slices.
     """
     shape = array.shape
     axes = prior_axes(anns)
-    loo = {id(a): [AxisPrior(axis, [b for b in anns if b is not a], shape, spacing) for axis in axes] for a in anns}
-    if all(a.axis == 0 for a in anns):
-        spans = [(a.index, a.index + 1) for a in anns]
-    else:
-        spans = _slabs(shape[0], _slab_size(shape))
-    feats: dict[int, list[np.ndarray]] = {id(a): [] for a in anns}
-    labs: dict[int, list[np.ndarray]] = {id(a): [] for a in anns}
-    for n, (k0, k1) in enumerate(spans):
-        check_cancelled(cancel)
-        base = _base_features(array, k0, k1, net)
-        for a in anns:
-            if a.axis == 0 and not k0 <= a.index < k1:
-                continue
-            f, y = _plane(_with_priors(base, loo[id(a)], k0, k1), a, k0)
-            feats[id(a)].append(f.reshape(-1, f.shape[-1]))
-            labs[id(a)].append(np.asarray(y).reshape(-1))
-        if progress is not None:
-            progress(n + 1, len(spans))
+    sdf_cache: dict[int, np.ndarray] = {}  # each slice's signed distance, shared by the leave-one-out priors
+    loo = {id(a): [AxisPrior(axis, [b for b in anns if b is not a], shape, spacing, sdf_cache) for axis in axes]
+           for a in anns}
+    rows = training_rows(shape[0])
     per = max(1, TRAINING_VOXELS // len(anns))
-    xs, ys = [], []
+    draws = {}  # per annotation: the drawn voxels, as flat indices into its rows' voxels in k order
     for a in anns:
-        f, y = np.concatenate(feats[id(a)]), np.concatenate(labs[id(a)])
-        take = rng.choice(len(y), size=min(per, len(y)), replace=False)
-        xs.append(f[take])
-        ys.append(y[take])
-    return np.concatenate(xs), np.concatenate(ys)
+        width = a.labels.size if a.axis == 0 else a.labels.shape[1]
+        total = len(_rows_of(a, rows)) * width
+        draws[id(a)] = (width, rng.choice(total, size=min(per, total), replace=False))
+    xs = {id(a): np.zeros((len(draws[id(a)][1]), 0), np.float32) for a in anns}
+    ys = {id(a): np.zeros(len(draws[id(a)][1]), np.uint8) for a in anns}
+    needed = sorted({int(k) for a in anns for k in _rows_of(a, rows)})
+    for n, k in enumerate(needed):
+        check_cancelled(cancel)
+        base = _base_features(array, k, k + 1, net)
+        release_pages(array)
+        for a in anns:
+            where = np.flatnonzero(_rows_of(a, rows) == k)
+            if not len(where):
+                continue
+            width, take = draws[id(a)]
+            pick = np.flatnonzero(take // width == where[0])
+            if not len(pick):
+                continue
+            f, y = _row_voxels(_with_priors(base, loo[id(a)], k, k + 1), a, k)
+            if xs[id(a)].shape[1] != f.shape[-1]:
+                xs[id(a)] = np.zeros((len(take), f.shape[-1]), np.float32)
+            xs[id(a)][pick] = f[take[pick] % width]
+            ys[id(a)][pick] = np.asarray(y)[take[pick] % width]
+        if progress is not None:
+            progress(n + 1, len(needed))
+    return np.concatenate([xs[id(a)] for a in anns]), np.concatenate([ys[id(a)] for a in anns])
+
+
+def _classify(clf: HistGradientBoostingClassifier, features: np.ndarray) -> np.ndarray:
+    """The class of each voxel of a (n, J, I, F) slab, PREDICT_VOXELS at a time (the trees read float64 copies)."""
+    flat = features.reshape(-1, features.shape[-1])
+    out = np.empty(len(flat), np.uint8)
+    for start in range(0, len(flat), PREDICT_VOXELS):
+        out[start:start + PREDICT_VOXELS] = clf.predict(flat[start:start + PREDICT_VOXELS])
+    return out.reshape(features.shape[:3])
 
 
 def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: ModelSpec = None,
@@ -208,11 +256,13 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     clf = _classifier(opts.seed).fit(x, y)
     train_s = time.monotonic() - t0
     priors = [AxisPrior(axis, anns, volume.shape, spacing_kji) for axis in prior_axes(anns)]
+    release_pages(array)
     t0 = time.monotonic()
+    halo = config.context_slices // 2  # the network reads this many slices on each side of a slab
     for k0, k1 in _slabs(volume.shape[0], _slab_size(volume.shape)):
         check_cancelled(cancel)
-        f = _with_priors(_base_features(array, k0, k1, net), priors, k0, k1)
-        out[k0:k1] = clf.predict(f.reshape(-1, f.shape[-1])).astype(np.uint8).reshape(f.shape[:3])
+        out[k0:k1] = _classify(clf, _slab_features(array, k0, k1, net, priors))
+        release_pages(array, 0, k1 - halo)  # a memory-mapped input never stays resident
         if seg_p is not None:
             seg_p(k1, volume.shape[0])
     predict_s = time.monotonic() - t0

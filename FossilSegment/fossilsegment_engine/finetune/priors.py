@@ -34,13 +34,19 @@ class AxisPrior:
     """The interpolated signed distance along one axis (0 = K, 1 = J, 2 = I) of a KJI volume of ``shape``."""
 
     def __init__(self, axis: int, annotations: Sequence[Annotation], shape: Sequence[int],
-                 spacing_kji: Sequence[float]) -> None:
+                 spacing_kji: Sequence[float], cache: dict[int, np.ndarray] | None = None) -> None:
+        """``cache`` (keyed by ``id(annotation)``) shares each slice's signed distance between priors built from
+        overlapping sets of annotations (the leave-one-out priors of training), so each is computed and held once."""
         self.axis, self.shape = axis, tuple(shape)
         anns = sorted((a for a in annotations if a.axis == axis), key=lambda a: a.index)
         self.positions = np.array([a.index for a in anns], dtype=np.int64)
         self.step = float(spacing_kji[axis])
         plane = [s for n, s in enumerate(spacing_kji) if n != axis]
-        self.sdf = np.stack([signed_distance(a.labels > 0, plane) for a in anns]) if anns else None
+        cache = {} if cache is None else cache
+        for a in anns:
+            if id(a) not in cache:
+                cache[id(a)] = signed_distance(a.labels > 0, plane)
+        self.sdf = [cache[id(a)] for a in anns] or None  # one 2D array per annotated slice, in index order
 
     def _bracket(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For slice indices ``idx`` along the axis: lower/upper annotation numbers, weight of the upper, distance mm."""
@@ -61,10 +67,11 @@ class AxisPrior:
             return nan, nan.copy()
         if self.axis == 0:
             lo, hi, w, dist = self._bracket(np.arange(k0, k1))
-            s = (1 - w)[:, None, None] * self.sdf[lo] + w[:, None, None] * self.sdf[hi]
+            below, above = (np.stack([self.sdf[m] for m in ms]) for ms in (lo, hi))
+            s = (1 - w)[:, None, None] * below + w[:, None, None] * above
             return s.astype(np.float32), np.broadcast_to(dist[:, None, None], s.shape).astype(np.float32)
         lo, hi, w, dist = self._bracket(np.arange(self.shape[self.axis]))
-        block = self.sdf[:, k0:k1]  # (m, n, other): the annotated planes' rows for these axial slices
+        block = np.stack([p[k0:k1] for p in self.sdf])  # (m, n, other): the annotated planes' rows for these slices
         s = (1 - w)[:, None, None] * block[lo] + w[:, None, None] * block[hi]  # (axis, n, other)
         if self.axis == 1:
             s = s.transpose(1, 0, 2)  # (n, J, I)

@@ -10,16 +10,35 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..mapped_pages import release_pages
+
 DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "percentile", "low_percentile": 0.5, "high_percentile": 99.5}
+#: voxels read at a time while sampling (a memory-mapped input's pages are handed back after each slab)
+SAMPLE_SLAB_VOXELS = 16 << 20
+
+
+def strided_sample(array: np.ndarray, step: int) -> np.ndarray:
+    """``array.reshape(-1)[::step]`` as float64, read a slab of axial slices at a time: the pages of a memory-mapped
+    ``array`` are handed back after each slab, so sampling never holds the whole input in memory."""
+    if array.ndim < 2:
+        return np.asarray(array.reshape(-1)[::step], dtype=np.float64)
+    plane = int(np.prod(array.shape[1:]))
+    rows = max(1, SAMPLE_SLAB_VOXELS // max(plane, 1))
+    parts = [np.zeros(0)]
+    for k0 in range(0, array.shape[0], rows):
+        k1 = min(k0 + rows, array.shape[0])
+        first = (-k0 * plane) % step  # the first multiple of step inside this slab
+        parts.append(np.asarray(array[k0:k1].reshape(-1)[first::step], dtype=np.float64))
+        release_pages(array, k0, k1)
+    return np.concatenate(parts)
 
 
 def intensity_range(
     array: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5, max_samples: int = 2_000_000
 ) -> tuple[float, float]:
     """(lo, hi) intensity percentiles of ``array`` from at most ``max_samples`` evenly strided voxels."""
-    flat = array.reshape(-1)
-    step = max(1, flat.size // max_samples)
-    sample = np.asarray(flat[::step], dtype=np.float64)
+    step = max(1, array.size // max_samples)
+    sample = strided_sample(array, step)
     lo, hi = np.percentile(sample, [low_percentile, high_percentile])
     if not hi > lo:  # nearly constant volume: widen to the full range
         lo, hi = float(sample.min()), float(sample.max())

@@ -115,15 +115,67 @@ def uncertainty_volume(segmenter: Any, volume: Volume, method: str = DEFAULT_MET
     return unc, volume.with_array(probs.argmax(axis=0).astype(np.uint8))
 
 
-def slice_ranking(uncertainty: np.ndarray | Volume, exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
-    """Axial slices by mean uncertainty, highest first, as ``(k, mean)``; ``exclude`` (e.g. corrected) left out."""
+def _as_3d(uncertainty: np.ndarray | Volume) -> np.ndarray:
     array = uncertainty.array if isinstance(uncertainty, Volume) else np.asarray(uncertainty)
     if array.ndim != 3:
         raise InputError(f"uncertainty must be a 3D volume, got shape {array.shape}")
-    means = array.reshape(array.shape[0], -1).mean(axis=1)
+    return array
+
+
+def slice_means(uncertainty: np.ndarray | Volume, axis: int = 0) -> np.ndarray:
+    """Mean uncertainty of each slice along ``axis`` (0 k, 1 j, 2 i of the KJI array)."""
+    array = _as_3d(uncertainty)
+    return array.mean(axis=tuple(d for d in range(3) if d != axis), dtype=np.float64)
+
+
+def slice_ranking(uncertainty: np.ndarray | Volume, exclude: Iterable[int] = (),
+                  axis: int = 0) -> list[tuple[int, float]]:
+    """Slices along ``axis`` (default axial) by mean uncertainty, highest first, as ``(index, mean)``; ``exclude``
+    (e.g. corrected) left out."""
+    means = slice_means(uncertainty, axis)
     skip = {int(k) for k in exclude}
-    order = sorted((k for k in range(array.shape[0]) if k not in skip), key=lambda k: (-means[k], k))
+    order = sorted((k for k in range(len(means)) if k not in skip), key=lambda k: (-means[k], k))
     return [(int(k), float(means[k])) for k in order]
+
+
+def suggest_slices(uncertainty: np.ndarray | Volume, count: int = 5, axes: Sequence[int] = (0,),
+                   exclude: Iterable[tuple[int, int]] = (), min_gap: int | None = None) -> list[tuple[int, int, float]]:
+    """Up to ``count`` slices to correct next, ``(axis, index, mean uncertainty)``, along any of ``axes``.
+
+    Greedy and spread out: the slice (of any allowed axis) with the highest mean uncertainty is taken, then the
+    slices of the same axis closer than ``min_gap`` to it are passed over (a neighbour of a corrected slice adds
+    little: the learn method interpolates between corrected slices); so are those near ``exclude`` (the
+    corrected slices, ``(axis, index)``). ``min_gap`` defaults to the axis' slices / (2 × ``count``), at least 1.
+    Means are per voxel, so slices of different sizes compare. Ties: lower axis, then lower index.
+    """
+    array = _as_3d(uncertainty)
+    if count < 1 or not axes or any(a not in (0, 1, 2) for a in axes):
+        raise InputError(f"suggest at least one slice along axes 0 (k), 1 (j) or 2 (i); got {count} along {axes}")
+    means = {a: slice_means(array, a) for a in sorted(set(axes))}
+    gaps = {a: max(1, min_gap if min_gap is not None else len(m) // (2 * count)) for a, m in means.items()}
+    open_ = {a: np.ones(len(m), bool) for a, m in means.items()}
+
+    def close(axis: int, index: int) -> None:
+        if axis in open_:
+            g = gaps[axis]
+            open_[axis][max(0, index - g + 1):index + g] = False
+
+    for axis, index in exclude:
+        close(int(axis), int(index))
+    out: list[tuple[int, int, float]] = []
+    while len(out) < count:
+        best = None
+        for a, m in means.items():
+            candidates = np.flatnonzero(open_[a])
+            if candidates.size:
+                k = int(candidates[np.argmax(m[candidates])])  # the first of equal means
+                if best is None or m[k] > best[2]:
+                    best = (a, k, float(m[k]))
+        if best is None:
+            break
+        out.append(best)
+        close(best[0], best[1])
+    return out
 
 
 def as_uint8(uncertainty: Volume) -> Volume:
