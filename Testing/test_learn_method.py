@@ -121,6 +121,19 @@ def test_a_spent_budget_skips_the_finetuning(tiny_model_dir, monkeypatch) -> Non
     assert _dice(res.labels.array[rest] > 0, lab.array[rest] > 0) > 0.8
 
 
+def test_a_kept_network_is_finetuned_even_with_the_budget_spent(tiny_model_dir, monkeypatch) -> None:
+    """``--save-model`` asks for the adapted network: it is fine-tuned however little budget is left."""
+    import dataclasses
+
+    from fossilsegment_engine.finetune import learn
+
+    monkeypatch.setattr(learn, "_finetune_minutes", lambda *a: -0.02)
+    vol, lab = _bright_blob_volume()
+    res = learn_and_segment(vol, annotations_from_labelmap(lab, [(0, k) for k in (2, 12, 21)]), model=tiny_model_dir,
+                            options=dataclasses.replace(_options(), always_finetune=True))
+    assert res.finetuned is not None and res.report["finetune"]["steps"] >= 1
+
+
 def test_learn_from_coronal_slices_only(tiny_model_dir) -> None:
     vol, lab = _bright_blob_volume(1)
     truth = lab.array

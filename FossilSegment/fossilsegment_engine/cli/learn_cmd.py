@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
              ",".join(names), config.name)
 
     options = LearnOptions(max_minutes=args.max_minutes, device=args.device, precision=args.precision,
-                           seed=args.seed, postprocess=postprocess_options(args))
+                           seed=args.seed, postprocess=postprocess_options(args),
+                           always_finetune=args.save_model is not None)
     with progress_bar("learning", percent=True) as progress:
         result = learn_and_segment(volume, annotations, model=args.model, options=options, progress=progress,
                                    cancel=None)

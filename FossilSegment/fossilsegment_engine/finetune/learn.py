@@ -63,6 +63,8 @@ class LearnOptions:
     precision: str = "auto"
     seed: int = 0
     postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)
+    #: fine-tune even when the budget is spent before it (the caller keeps the network, e.g. ``--save-model``)
+    always_finetune: bool = False
 
     def __post_init__(self) -> None:
         if not self.max_minutes > 0:
@@ -239,6 +241,8 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
         tune_minutes = _finetune_minutes(opts.max_minutes * 60 - (time.monotonic() - t_start),
                                          NetworkProbabilities(module.to(device), config, device, dtype, intensity),
                                          array)
+    if axial and opts.always_finetune:
+        tune_minutes = max(tune_minutes, MIN_FINETUNE_SECONDS / 60)
     if tune_minutes * 60 >= MIN_FINETUNE_SECONDS:  # else the budget is spent: classify with the parent network
         res = finetune_in_memory(volume, volume.with_array(out), axial, (module, config),
                                  FinetuneOptions(max_minutes=tune_minutes,

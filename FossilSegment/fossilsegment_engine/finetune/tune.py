@@ -195,7 +195,7 @@ def finetune_in_memory(
     loop = _Loop(module, opts, device, dtype, t_start, opts.max_minutes * 60.0, progress, cancel)
     stop_reason = "max_steps"
     while loop.n < opts.max_steps:
-        if loop.out_of_time():
+        if loop.n and loop.out_of_time():  # at least one step: a "fine-tuned" network is never the parent
             stop_reason = "time budget"
             break
         history.append(loop.step(x, y, crop))
