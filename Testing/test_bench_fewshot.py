@@ -95,3 +95,55 @@ def test_script_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
     t, p = truth[rest], pred[rest]
     assert rows["c2"]["dice"] == pytest.approx(2 * (t & p).sum() / (t.sum() + p.sum()), abs=1e-9)
     assert rows["c2"]["iou"] == pytest.approx((t & p).sum() / (t | p).sum(), abs=1e-9)
+
+
+def _run_biomedisa_child(python: str, tmp_path: Path, nbrw: int, sorw: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """(truth, prediction, annotated slices) of peer (d) run through ``bench.run_child`` on a bright bar in noise."""
+    rng = np.random.default_rng(1)
+    truth = np.zeros((12, 24, 24), np.uint8)
+    truth[:, 8:16, 6:14] = 1
+    image = (1000.0 + 800.0 * truth + rng.normal(0, 40, truth.shape)).astype(np.uint16)
+    ks = [1, 5, 10]
+    sparse = np.zeros_like(truth)
+    sparse[ks] = truth[ks]
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "sparse.npy", sparse)
+    args = bench.argparse.Namespace(biomedisa_python=python, biomedisa_nbrw=nbrw, biomedisa_sorw=sorw)
+    out = bench.run_child("d", tmp_path, ks, args)
+    return truth, out["pred"], ks
+
+
+def test_biomedisa_peer_gets_the_labelling_and_options_it_is_given(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the Biomedisa venv: a stand-in ``biomedisa`` package records what the child passes it."""
+    fake = tmp_path / "fake" / "biomedisa"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "interpolation.py").write_text(
+        "import json, os\nimport numpy as np\n"
+        "def smart_interpolation(data, labels, **kw):\n"
+        "    np.save(os.environ['FAKE_OUT'] + '/labels.npy', labels)\n"
+        "    np.save(os.environ['FAKE_OUT'] + '/data.npy', data)\n"
+        "    open(os.environ['FAKE_OUT'] + '/kw.json', 'w').write(json.dumps(kw))\n"
+        "    return {'regular': labels}\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setenv("FAKE_OUT", str(tmp_path))
+    truth, pred, ks = _run_biomedisa_child(sys.executable, work, nbrw=3, sorw=70)
+    assert json.loads((tmp_path / "kw.json").read_text()) == {"nbrw": 3, "sorw": 70, "platform": "opencl_Portable_CPU"}
+    labels = np.load(tmp_path / "labels.npy")
+    expected = np.zeros_like(truth)
+    expected[ks] = truth[ks] + 1  # 0 = not annotated, 1 = an annotated slice's background, 2 = bone
+    assert np.array_equal(labels, expected)
+    data = np.load(tmp_path / "data.npy")
+    assert data.dtype == np.uint8 and data[truth > 0].mean() > data[truth == 0].mean() + 100
+    assert np.array_equal(pred, (expected == 2).astype(np.uint8))  # label 2 comes back as bone
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BIOMEDISA_PYTHON.exists(), reason="needs the Biomedisa venv (/work/biomedisa-venv)")
+def test_biomedisa_peer_fills_a_bar_between_annotated_slices(tmp_path: Path) -> None:
+    truth, pred, ks = _run_biomedisa_child(str(BIOMEDISA_PYTHON), tmp_path, nbrw=2, sorw=400)
+    dice, _ = bench.scores_unannotated(truth, pred, ks)
+    assert dice > 0.9

@@ -260,7 +260,8 @@ def run_child(method: str, work: Path, ks: list[int], args: argparse.Namespace) 
     """Run one method in a child process; returns its labels, seconds and peak memory (or why it did not run)."""
     (work / "pred.npy").unlink(missing_ok=True)
     if method == "d":
-        cmd = [args.biomedisa_python, str(HERE / "biomedisa_interpolate.py"), str(work), ",".join(map(str, ks))]
+        cmd = [args.biomedisa_python, str(HERE / "biomedisa_interpolate.py"), str(work), ",".join(map(str, ks)),
+               str(args.biomedisa_nbrw), str(args.biomedisa_sorw)]
     else:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, "--work", str(work),
                "--slices", ",".join(map(str, ks)), "--threads", str(args.threads), "--device", args.device,
@@ -295,6 +296,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--biomedisa-python", default=None, help="python of a venv with biomedisa; (d) is skipped without")
+    ap.add_argument("--biomedisa-nbrw", type=int, default=10,
+                    help="(d): random walks per annotated voxel (Biomedisa's default 10; time grows with it)")
+    ap.add_argument("--biomedisa-sorw", type=int, default=4000,
+                    help="(d): steps of each random walk (Biomedisa's default 4000; time grows with it)")
     ap.add_argument("--qc-png", type=Path, default=None, help="write the real stack's reference-label QC picture here")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     ap.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
@@ -315,8 +320,13 @@ def main() -> None:
         print("(d) skipped: no --biomedisa-python given")
         methods.remove("d")
     counts = [int(c) for c in args.counts.split(",")]
+    settings = {"methods": methods, "counts": counts, "size": args.size, "model": args.model or "default",
+                "threads": args.threads, "max_minutes": args.max_minutes, "max_steps": args.max_steps,
+                "biomedisa": {"nbrw": args.biomedisa_nbrw, "sorw": args.biomedisa_sorw} if "d" in methods else None,
+                "load_average_start": os.getloadavg()}
     print(f"methods {methods}; counts {counts}; size {args.size}; model {args.model or 'default'}; "
-          f"torch threads {args.threads}; load average {os.getloadavg()}", flush=True)
+          f"torch threads {args.threads}; biomedisa {settings['biomedisa']}; "
+          f"load average {settings['load_average_start']}", flush=True)
     results: list[dict] = []
     skipped: dict[str, str] = {}
     failed: list[dict] = []
@@ -362,10 +372,12 @@ def main() -> None:
         print(f"\n{LABELS[method]}: {why}")
     for f in failed:
         print(f"\nFAILED {LABELS[f['method']]} on {f['dataset']} with {f['count']} slice(s)")
-    print(f"\nload average at the end: {os.getloadavg()}")
+    settings["load_average_end"] = os.getloadavg()
+    print(f"\nload average at the end: {settings['load_average_end']}")
     if args.json:
         tmp_json = args.json.with_name(args.json.name + ".tmp")
-        tmp_json.write_text(json.dumps({"results": results, "skipped": skipped, "failed": failed}, indent=1))
+        tmp_json.write_text(json.dumps({"settings": settings, "results": results, "skipped": skipped,
+                                        "failed": failed}, indent=1))
         os.replace(tmp_json, args.json)
 
 
