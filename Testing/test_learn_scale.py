@@ -52,14 +52,14 @@ def test_training_reads_only_the_annotated_and_sampled_rows(tiny_model_dir, pare
     real = learn._training_set
 
     def spy(array, *args, **kwargs):
-        monkeypatch.setattr(learn, "_base_features",
-                            lambda a, k0, k1, net: read.append((k0, k1)) or base(a, k0, k1, net))
+        monkeypatch.setattr(learn, "_slab_features",
+                            lambda a, k0, k1, net, *rest: read.append((k0, k1)) or base(a, k0, k1, net, *rest))
         try:
             return real(array, *args, **kwargs)
         finally:
-            monkeypatch.setattr(learn, "_base_features", base)
+            monkeypatch.setattr(learn, "_slab_features", base)
 
-    base = learn._base_features
+    base = learn._slab_features
     monkeypatch.setattr(learn, "_training_set", spy)
     vol, lab = _bright_blob_volume()
     res = learn_and_segment(vol, annotations_from_labelmap(lab, REFS), model=tiny_model_dir, options=_options())

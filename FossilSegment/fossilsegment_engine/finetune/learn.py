@@ -94,7 +94,7 @@ def _finetune_minutes(seconds_left: float, parent: NetworkProbabilities, array: 
     k0 = max(0, n // 2 - size // 2)
     k1 = min(n, k0 + size)
     t0 = time.monotonic()
-    _base_features(array, k0, k1, parent)
+    _slab_features(array, k0, k1, parent)
     classify = CLASSIFY_OVERHEAD * (time.monotonic() - t0) / (k1 - k0) * n
     left = seconds_left - (time.monotonic() - t0)
     lo, hi = FINETUNE_SHARE
@@ -122,11 +122,6 @@ def _slab_features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilitie
         out[..., start:start + part.shape[-1]] = part
         start += part.shape[-1]
     return out
-
-
-def _base_features(array: np.ndarray, k0: int, k1: int, net: NetworkProbabilities) -> np.ndarray:
-    """(k1-k0, J, I, F) network probabilities and image features of axial slices k0..k1-1."""
-    return _slab_features(array, k0, k1, net)
 
 
 def _with_priors(base: np.ndarray, priors: Sequence[AxisPrior], k0: int, k1: int) -> np.ndarray:
@@ -186,7 +181,7 @@ def _training_set(array: np.ndarray, anns: list[Annotation], net: NetworkProbabi
     needed = sorted({int(k) for a in anns for k in _rows_of(a, rows)})
     for n, k in enumerate(needed):
         check_cancelled(cancel)
-        base = _base_features(array, k, k + 1, net)
+        base = _slab_features(array, k, k + 1, net)
         release_pages(array)
         for a in anns:
             where = np.flatnonzero(_rows_of(a, rows) == k)
@@ -237,12 +232,12 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     dtype = resolve_precision(opts.precision, device)
     intensity = volume_intensity_range(array, config.normalization)
     tune_minutes = 0.0
-    if axial and np.any(out[axial] > 0):
+    if axial and np.any(out[axial] > 0):  # the network learns from the axial slices' foreground
         tune_minutes = _finetune_minutes(opts.max_minutes * 60 - (time.monotonic() - t_start),
                                          NetworkProbabilities(module.to(device), config, device, dtype, intensity),
                                          array)
-    if axial and opts.always_finetune:
-        tune_minutes = max(tune_minutes, MIN_FINETUNE_SECONDS / 60)
+        if opts.always_finetune:
+            tune_minutes = max(tune_minutes, MIN_FINETUNE_SECONDS / 60)
     if tune_minutes * 60 >= MIN_FINETUNE_SECONDS:  # else the budget is spent: classify with the parent network
         res = finetune_in_memory(volume, volume.with_array(out), axial, (module, config),
                                  FinetuneOptions(max_minutes=tune_minutes,
