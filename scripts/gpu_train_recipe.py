@@ -259,6 +259,15 @@ def export(model_dir: Path, out: Path) -> dict[str, Any]:
             "join": None if len(parts) == 1 else f"cat {' '.join(parts)} > model.safetensors"}
 
 
+def write_report(out: Path, report: dict[str, Any], t_start: float) -> None:
+    """``out/report.json`` (replaced atomically), with the wall time so far."""
+    from fossilsegment_engine.atomic import atomic_path
+
+    report["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    with atomic_path(out / "report.json", force=True) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
 def _environment() -> dict[str, Any]:
     import torch
 
@@ -305,15 +314,15 @@ def main(argv: list[str] | None = None) -> int:
             report["data"] = {s: len(v) for s, v in data.items()} | {"seconds": round(time.monotonic() - t0, 1),
                                                                       "size": mode["size"]}
             model_dir, report["training"] = train_until(deadline, data, work, start, args, mode)
+            report["model"] = export(model_dir, out)  # before evaluating: a late failure still returns the model
+            write_report(out, report, t_start)
             t0 = time.monotonic()
             report["evaluation"] = evaluate_split(model_dir, data, mode["device"])
             report["evaluation"]["seconds"] = round(time.monotonic() - t0, 1)
-            report["model"] = export(model_dir, out)
     except FossilSegmentError as exc:
         log.error("error: %s", exc)
         return 2
-    report["wall_seconds"] = round(time.monotonic() - t_start, 1)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_report(out, report, t_start)
     pooled = report["evaluation"]["pooled"]
     log.info("done in %.0f s: Bone mean Dice test_seen %.4f, test_heldout %.4f; %s", report["wall_seconds"],
              pooled["test_seen"]["Bone"]["mean_dice"], pooled["test_heldout"]["Bone"]["mean_dice"], out)
