@@ -176,11 +176,12 @@ def train_until(deadline: float, data: dict[str, list[Path]], work: Path, start:
     epoch_s = mode["steps_per_epoch"] * step_s + rec["val_seconds"] / n_val_cal * n_val + 1.0
     epochs = max(1, math.floor(0.95 * (deadline - time.monotonic() - load_s) / epoch_s))
     epochs = min(epochs, mode["max_epochs"] or epochs)
-    log.info("calibration: reading a specimen %.2f s; %.3f s/step (batch %d, %d² crops), about %.1f s/epoch with validation; %d epochs of %d "
-             "steps planned", load_s / len(data["train"]), step_s, mode["batch"], mode["crop"], epoch_s, epochs, mode["steps_per_epoch"])
+    log.info("calibration: reading a specimen %.2f s; %.3f s/step (batch %d, %d² crops), about %.1f s/epoch with "
+             "validation; %d epochs of %d steps planned", load_s / len(data["train"]), step_s, mode["batch"],
+             mode["crop"], epoch_s, epochs, mode["steps_per_epoch"])
     opts = TrainOptions(data_dirs=[data["train"][0].parent], out_dir=work / "model", epochs=epochs,
                         steps_per_epoch=mode["steps_per_epoch"], **common)
-    opts.provenance["training_command"] = "scripts/gpu_train_recipe.py " + " ".join(sys.argv[1:])
+    opts.provenance["training_command"] = args.command
     t1 = time.monotonic()
     stopped = False
     try:
@@ -194,8 +195,8 @@ def train_until(deadline: float, data: dict[str, list[Path]], work: Path, start:
     if not (opts.out_dir / "model.safetensors").is_file():
         raise InputError("training finished no epoch before the deadline: raise --minutes")
     best = max(history, key=lambda r: r["val_score"])
-    facts = {"calibration_seconds_per_step": round(step_s, 4), "estimated_load_seconds": round(load_s, 1), "planned_epochs": epochs,
-             "finished_epochs": len(history), "stopped_at_deadline": stopped,
+    facts = {"calibration_seconds_per_step": round(step_s, 4), "estimated_load_seconds": round(load_s, 1),
+             "planned_epochs": epochs, "finished_epochs": len(history), "stopped_at_deadline": stopped,
              "steps": len(history) * mode["steps_per_epoch"], "train_wall_seconds": round(time.monotonic() - t1, 1),
              "best_epoch": best["epoch"], "best_val_bone_mean_dice": best["val_score"],
              "options": {k: v for k, v in opts.to_json().items() if k != "provenance"}}
@@ -298,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(out / "recipe.log")])
     deadline = t_start + 60 * (args.minutes or mode["minutes"]) - mode["eval_seconds"]
-    report: dict[str, Any] = {"command": "scripts/gpu_train_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                              "arch": args.arch, "mode": "smoke" if args.smoke else "full",
+    args.command = "scripts/gpu_train_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    report: dict[str, Any] = {"command": args.command, "arch": args.arch, "mode": "smoke" if args.smoke else "full",
                               "generator": phantom.GENERATOR_VERSION, "environment": _environment()}
     log.info("start: %s", json.dumps(report))
     if not args.smoke and report["environment"]["gpu"] is None:
