@@ -7,20 +7,24 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..atomic import check_can_write
 from ..errors import OutputError
 from ..volume import Volume
 from .generator import generate
 
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
 OUTPUT_FILES = ("volume.nrrd", "labels.nrrd", "phantom.json")
 
 
 def _to_image(volume: Volume) -> sitk.Image:
+    import SimpleITK as sitk  # here, not at the top: generate() must work where SimpleITK is absent
+
     image = sitk.GetImageFromArray(volume.array)
     image.SetSpacing(volume.spacing)
     image.SetOrigin(volume.origin)
@@ -61,6 +65,8 @@ def write(outdir: Path | str, seed: int, size: str = "small", family: str | None
         tmp = Path(tempfile.mkdtemp(prefix=".phantom.", suffix=".tmp", dir=outdir))
     except OSError as exc:
         raise OutputError(f"cannot create output folder {outdir}: {exc}") from exc
+    import SimpleITK as sitk
+
     try:
         sitk.WriteImage(_to_image(volume), str(tmp / OUTPUT_FILES[0]), True)
         sitk.WriteImage(_to_image(labels), str(tmp / OUTPUT_FILES[1]), True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -142,11 +142,16 @@ def select_slices(image: np.ndarray, labels: np.ndarray, rng: np.random.Generato
     return np.sort(np.concatenate([foreground, empty]).astype(np.int64))
 
 
+#: reads one specimen's (scan, labels) and checks them, as :func:`read_pair` does
+PairReader = Callable[[SpecimenPaths, int], tuple[Volume, Volume]]
+
+
 def load_specimen(
-    paths: SpecimenPaths, n_classes: int, normalization: dict[str, Any] | None, rng: np.random.Generator
+    paths: SpecimenPaths, n_classes: int, normalization: dict[str, Any] | None, rng: np.random.Generator,
+    reader: PairReader = read_pair,
 ) -> Specimen:
-    """Read, check and normalise one specimen (same normalisation as inference) and pick its slices."""
-    volume, labels = read_pair(paths, n_classes)
+    """Read (``reader``), check and normalise one specimen (same normalisation as inference) and pick its slices."""
+    volume, labels = reader(paths, n_classes)
     lo, hi = volume_intensity_range(volume.array, normalization)
     image = apply_intensity_range(volume.array, lo, hi).astype(np.float16)  # half the memory; ample for [0, 1]
     lab = np.ascontiguousarray(labels.array.astype(np.uint8))

@@ -35,7 +35,7 @@ from ..progress import CancelToken, ProgressCallback, check_cancelled
 from . import distributed
 from .augment import augment_batch, augment_preset
 from .checkpoint import STATE_DIR, install_best, load_state, save_state
-from .data import find_specimens, load_specimen, split_by_specimen
+from .data import PairReader, find_specimens, load_specimen, read_pair, split_by_specimen
 from .losses import DiceCELoss
 from .sampling import sample_batch, specimen_weights
 from .validate import validate
@@ -161,26 +161,31 @@ def _clear_own_files(out: Path) -> None:
     shutil.rmtree(out / STATE_DIR, ignore_errors=True)
 
 
-def train(options: TrainOptions, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Path:
-    """Train as ``options`` says; returns the model folder (``options.out_dir``)."""
-    return train_model(options, progress, cancel).out_dir
+def train(options: TrainOptions, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+          reader: PairReader = read_pair) -> Path:
+    """Train as ``options`` says; returns the model folder (``options.out_dir``).
+
+    ``reader`` reads a specimen folder's (scan, labels); the default reads any format ``read_volume`` reads.
+    """
+    return train_model(options, progress, cancel, reader).out_dir
 
 
 def train_model(
-    options: TrainOptions, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    options: TrainOptions, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+    reader: PairReader = read_pair,
 ) -> TrainResult:
     """:func:`train`, also returning the final in-memory model, best score and history (used by tests)."""
     opts = options
     device = choose_device(opts.device)
     info = distributed.setup(device.type)
     try:
-        return _run(opts, device, info, progress, cancel)
+        return _run(opts, device, info, progress, cancel, reader)
     finally:
         distributed.teardown(info)
 
 
 def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
-         progress: ProgressCallback | None, cancel: CancelToken | None) -> TrainResult:
+         progress: ProgressCallback | None, cancel: CancelToken | None, reader: PairReader) -> TrainResult:
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     if opts.threads:
@@ -198,8 +203,8 @@ def _run(opts: TrainOptions, device: torch.device, info: distributed.DistInfo,
     paths = find_specimens(opts.data_dirs)
     train_paths, val_paths = split_by_specimen(paths, opts.val_fraction, opts.seed)
     rng = np.random.default_rng(opts.seed)
-    train_specs = [load_specimen(p, config.n_classes, config.normalization, rng) for p in train_paths]
-    val_specs = [load_specimen(p, config.n_classes, config.normalization, rng) for p in val_paths]
+    train_specs = [load_specimen(p, config.n_classes, config.normalization, rng, reader) for p in train_paths]
+    val_specs = [load_specimen(p, config.n_classes, config.normalization, rng, reader) for p in val_paths]
     val_on = "validation"
     if not val_specs:
         val_specs, val_on = train_specs, "train (only one specimen)"
