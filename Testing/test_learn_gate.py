@@ -79,7 +79,8 @@ def test_gated_labels_equal_the_trees_wherever_gated_and_the_network_elsewhere(t
     vol, lab = _bright_blob_volume()
     anns = annotations_from_labelmap(lab, [(0, 3), (0, 12), (0, 20)])
     module, config, _ = _load_parent(tiny_model_dir)
-    net = learn.NetworkProbabilities(module, config, "cpu", "fp32", volume_intensity_range(vol.array, config.normalization))
+    intensity = volume_intensity_range(vol.array, config.normalization)
+    net = learn.NetworkProbabilities(module, config, "cpu", "fp32", intensity)
     priors = [AxisPrior(0, anns, vol.shape, tuple(reversed(vol.spacing)))]
     x, y = learn._training_set(vol.array, anns, net, tuple(reversed(vol.spacing)), np.random.default_rng(0), None, None)
     clf = learn._classifier(0).fit(x, y)

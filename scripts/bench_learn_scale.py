@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=300, help="N: the volume is N×N×N uint16 (default 300)")
     ap.add_argument("--depth", type=int, default=None,
-                    help="axial slices (default N): a depth × N × N stack, to measure 1000² slices without 1000 of them")
+                    help="axial slices (default N): a depth × N × N stack (1000² slices without 1000 of them)")
     ap.add_argument("--no-segment", action="store_true", help="skip the segment run beside learn")
     ap.add_argument("--slices", type=int, default=5, help="corrected axial slices (default 5)")
     ap.add_argument("--max-minutes", type=float, default=3.0, help="learn's --max-minutes (default 3)")
@@ -187,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(report, indent=2))
         print(f"\n{shape}: learn wall {learn['wall_s']:.0f} s, peak RSS {learn['peak_rss_bytes'] / GIB:.2f} GiB, bound "
-              f"{bound / GIB:.2f} GiB ({'within' if report['within_bound'] else 'OVER/FAILED'}), Dice {dice}, IoU {iou}")
+              f"{bound / GIB:.2f} GiB ({'within' if report['within_bound'] else 'OVER/FAILED'}), "
+              f"Dice {dice}, IoU {iou}")
         if "segment" in runs:
             seg_run = runs["segment"]
-            print(f"{shape}: segment wall {seg_run['wall_s']:.0f} s, peak RSS {seg_run['peak_rss_bytes'] / GIB:.2f} GiB "
+            print(f"{shape}: segment wall {seg_run['wall_s']:.0f} s, "
+                  f"peak RSS {seg_run['peak_rss_bytes'] / GIB:.2f} GiB "
                   f"({'ok' if seg_run['ok'] else 'FAILED'})")
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -51,7 +51,8 @@ TRAINING_ROWS = 64
 FINETUNE_SHARE = (0.25, 0.85)
 #: below this the fine-tuning is skipped (a budget already spent reading and timing the volume)
 MIN_FINETUNE_SECONDS = 1.0
-#: classifying a slice costs about this many times computing its network and image features (priors, trees)
+#: classifying a slice costs at most this many times computing its network and image features (an over-estimate
+#: since the trees see only the unsure voxels; kept so the fine-tuning's share is as measured: speed_scale.md §5)
 CLASSIFY_OVERHEAD = 1.5
 
 
@@ -267,7 +268,8 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     report = {
         "method": "fine-tuned network + gradient-boosted voxel classifier on image features and shape priors",
         "annotations": [a.name for a in anns], "parent": parent, "finetune": tune_report,
-        "training_voxels": int(len(y)), "tree_share": round(tree_voxels / out.size, 4), "classify_seconds": round(predict_s, 1), "train_seconds": round(train_s, 1),
+        "training_voxels": int(len(y)), "classify_seconds": round(predict_s, 1), "train_seconds": round(train_s, 1),
+        "tree_share": round(tree_voxels / out.size, 4),  # of the voxels, those the classifier re-classified
         "seconds": round(time.monotonic() - t_start, 1),
         "options": {k: v for k, v in asdict(opts).items() if k != "postprocess"},
     }
