@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fossilsegment_engine.finetune import learn
+from fossilsegment_engine.finetune import classify, learn
 from fossilsegment_engine.finetune.annotations import annotations_from_labelmap
 from fossilsegment_engine.finetune.learn import learn_and_segment
 from fossilsegment_engine.inference import normalize
@@ -37,7 +37,7 @@ def test_result_does_not_depend_on_the_slab_size_or_a_memory_mapped_input(tiny_m
     # slices per slab; voxels per call of the trees; the input (its pages handed back after each slab when mapped)
     for slab, chunk, volume in ((1, 10**6, vol), (5, 777, mapped), (32, 10**6, vol)):
         monkeypatch.setattr(learn, "SLAB_VOXELS", slab * plane)
-        monkeypatch.setattr(learn, "PREDICT_VOXELS", chunk)
+        monkeypatch.setattr(classify, "PREDICT_VOXELS", chunk)
         assert learn._slab_size(vol.shape) == min(slab, 32)
         results.append(learn_and_segment(volume, anns, model=tiny_model_dir, options=_options()).labels.array)
     assert 0 < np.count_nonzero(results[0]) < results[0].size

@@ -10,11 +10,14 @@ at a time (memory-mapped by the reader, as a large scan would be); the labels fi
         -o OUT.seg.nrrd --device cpu --force
 
 and prints: wall time, peak RSS, the bound (input + output + 1 GiB, issue 6), and Dice / IoU of the unannotated
-slices against the mirrored truth (read back a slab at a time). A watchdog kills the run if it passes
-``--kill-above`` × the bound or the machine runs low on memory (the machine is shared). Usage::
+slices against the mirrored truth (read back a slab at a time). Then, on the same volume and model, the same
+figures for ``fossilsegment segment VOL.nrrd --labelmap SEG.nrrd --device cpu --force`` (what learn cannot be
+faster than; ``--no-segment`` skips it). A watchdog kills a run if it passes ``--kill-above`` × the bound or the
+machine runs low on memory (the machine is shared). Usage::
 
     python scripts/bench_learn_scale.py --size 300                      # develop
     python scripts/bench_learn_scale.py --size 1000 --json out.json     # the issue's 1000³
+    python scripts/bench_learn_scale.py --size 1000 --depth 100         # a 100-slice stack of 1000² slices
 """
 
 from __future__ import annotations
@@ -100,9 +103,39 @@ def score(src: Mirrored, out: Path, ks: list[int]) -> tuple[float, float]:
     return 2 * inter / total, inter / union
 
 
+def timed_run(cmd: list[str], log: Path, kill_above: int, timeout: float) -> dict:
+    """Run ``cmd`` (``/usr/bin/time -v`` inside) under the memory watchdog: exit code, wall, peak RSS, stdout."""
+    state: dict = {}
+    start = time.time()
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        watcher = threading.Thread(target=_watch, args=(proc, kill_above, state), daemon=True)
+        watcher.start()
+        try:
+            stdout, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            stdout, _ = proc.communicate()
+            state["killed"] = f"timed out after {timeout:.0f} s"
+        watcher.join(timeout=5)
+    text = log.read_text(errors="replace")
+    figures = _parse_time(text)
+    ok = proc.returncode == 0 and "killed" not in state
+    run = {"command": " ".join(cmd), "exit_code": proc.returncode, "note": state.get("killed", ""),
+           "wall_s": figures["wall_s"] or round(time.time() - start, 1),
+           "peak_rss_bytes": figures["peak_rss_bytes"] or state.get("max_polled", 0), "ok": ok,
+           "stdout": stdout.strip().splitlines()[-4:] if stdout else []}
+    if not ok:
+        run["stderr_tail"] = [ln for ln in text.splitlines() if "\r" not in ln][-20:]
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=300, help="N: the volume is N×N×N uint16 (default 300)")
+    ap.add_argument("--depth", type=int, default=None,
+                    help="axial slices (default N): a depth × N × N stack (1000² slices without 1000 of them)")
+    ap.add_argument("--no-segment", action="store_true", help="skip the segment run beside learn")
     ap.add_argument("--slices", type=int, default=5, help="corrected axial slices (default 5)")
     ap.add_argument("--max-minutes", type=float, default=3.0, help="learn's --max-minutes (default 3)")
     ap.add_argument("--model", default=None, help="learn's --model (default: the bundled default model)")
@@ -116,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=2 * 3600, help="seconds (default 2 h)")
     args = ap.parse_args(argv)
     n = args.size
-    shape = (n, n, n)
+    shape = (args.depth or n, n, n)
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     volume, labels, out, seg = (work / name for name in ("volume.nrrd", "labels.nrrd", "out.nrrd", "out.seg.nrrd"))
@@ -136,39 +169,31 @@ def main(argv: list[str] | None = None) -> int:
                "--max-minutes", str(args.max_minutes), "--force"] + (["--model", args.model] if args.model else [])
         voxels = int(np.prod(shape, dtype=np.int64))
         bound = 2 * voxels + voxels + GIB
-        state: dict = {}
-        start = time.time()
-        with open(work / "time.log", "w") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
-            watcher = threading.Thread(target=_watch, args=(proc, int(args.kill_above * bound), state), daemon=True)
-            watcher.start()
-            try:
-                stdout, _ = proc.communicate(timeout=args.timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                stdout, _ = proc.communicate()
-                state["killed"] = f"timed out after {args.timeout:.0f} s"
-            watcher.join(timeout=5)
-        text = (work / "time.log").read_text(errors="replace")
-        figures = _parse_time(text)
-        figures["wall_s"] = figures["wall_s"] or round(time.time() - start, 1)
-        peak = figures["peak_rss_bytes"] or state.get("max_polled", 0)
-        ok = proc.returncode == 0 and "killed" not in state
-        dice, iou = score(src, out, ks) if ok else (None, None)
+        runs = {"learn": timed_run(cmd, work / "time.log", int(args.kill_above * bound), args.timeout)}
+        learn = runs["learn"]
+        dice, iou = score(src, out, ks) if learn["ok"] else (None, None)
+        if not args.no_segment:
+            segment = ["nice", "-n", "10", "/usr/bin/time", "-v", str(exe), "segment", str(volume), "--labelmap",
+                       str(work / "segment.nrrd"), "--device", "cpu", "--force"] + (
+                ["--model", args.model] if args.model else [])
+            runs["segment"] = timed_run(segment, work / "segment_time.log", int(args.kill_above * bound), args.timeout)
         report = {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(cmd), "shape_kji": list(shape), "corrected_slices": ks,
-            "exit_code": proc.returncode,
-            "note": state.get("killed", ""), "wall_s": figures["wall_s"], "peak_rss_bytes": peak,
-            "input_bytes": 2 * voxels, "output_bytes": voxels, "bound_bytes": bound,
-            "within_bound": bool(ok and peak <= bound), "dice_unannotated": dice, "iou_unannotated": iou,
-            "load_average_after": os.getloadavg(), "stdout": stdout.strip().splitlines()[-4:] if stdout else [],
+            "command": learn["command"], "shape_kji": list(shape), "corrected_slices": ks,
+            "exit_code": learn["exit_code"], "note": learn["note"], "wall_s": learn["wall_s"],
+            "peak_rss_bytes": learn["peak_rss_bytes"], "input_bytes": 2 * voxels, "output_bytes": voxels,
+            "bound_bytes": bound, "within_bound": bool(learn["ok"] and learn["peak_rss_bytes"] <= bound),
+            "dice_unannotated": dice, "iou_unannotated": iou, "load_average_after": os.getloadavg(), "runs": runs,
         }
-        if not ok:
-            report["stderr_tail"] = [ln for ln in text.splitlines() if "\r" not in ln][-20:]
         print(json.dumps(report, indent=2))
-        print(f"\n{shape}: wall {figures['wall_s']:.0f} s, peak RSS {peak / GIB:.2f} GiB, bound {bound / GIB:.2f} GiB "
-              f"({'within' if report['within_bound'] else 'OVER/FAILED'}), Dice {dice}, IoU {iou}")
+        print(f"\n{shape}: learn wall {learn['wall_s']:.0f} s, peak RSS {learn['peak_rss_bytes'] / GIB:.2f} GiB, bound "
+              f"{bound / GIB:.2f} GiB ({'within' if report['within_bound'] else 'OVER/FAILED'}), "
+              f"Dice {dice}, IoU {iou}")
+        if "segment" in runs:
+            seg_run = runs["segment"]
+            print(f"{shape}: segment wall {seg_run['wall_s']:.0f} s, "
+                  f"peak RSS {seg_run['peak_rss_bytes'] / GIB:.2f} GiB "
+                  f"({'ok' if seg_run['ok'] else 'FAILED'})")
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
         return 0 if report["within_bound"] else 1

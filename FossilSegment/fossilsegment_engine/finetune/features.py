@@ -14,11 +14,8 @@ import torch
 from skimage.feature import multiscale_basic_features
 from torch import nn
 
-from ..inference.context import context_slices
-from ..inference.device import autocast
-from ..inference.normalize import apply_intensity_range
-from ..inference.tiling import predict_tiled
-from ..models import ModelConfig, required_multiple
+from ..inference.predictor import Predictor
+from ..models import ModelConfig
 
 SIGMA_MIN, SIGMA_MAX, NUM_SIGMA = 1.0, 8.0, 3
 
@@ -30,22 +27,18 @@ def image_features(normalised: np.ndarray) -> np.ndarray:
 
 
 class NetworkProbabilities:
-    """Class probabilities (n, J, I, n_classes) of a network for slabs of one volume (normalised once)."""
+    """Class probabilities (n, J, I, n_classes) of a network for slabs of one volume (normalised once), computed
+    as ``segment`` computes them: the :class:`~..inference.predictor.Predictor`'s slice inferer and network
+    (inference precision, channels_last), so a slice costs what it costs ``segment``."""
 
-    def __init__(self, net: nn.Module, config: ModelConfig, device: torch.device, dtype: torch.dtype | None,
+    def __init__(self, net: nn.Module, config: ModelConfig, device: torch.device, precision: str,
                  intensity_range: tuple[float, float]) -> None:
-        self.net, self.config, self.device, self.dtype = net.eval(), config, device, dtype
+        predictor = Predictor.from_module(net, config, device, precision=precision, backend="eager")
+        self.config, self.device = config, predictor.device
+        self.inferer, self.network = predictor.inferer, predictor.network
         self.lo, self.hi = intensity_range
-        self.multiple = required_multiple(config)
 
     @torch.inference_mode()
     def __call__(self, array: Any, k0: int, k1: int) -> np.ndarray:
-        x = apply_intensity_range(context_slices(array, range(k0, k1), self.config.context_slices), self.lo, self.hi)
-
-        def forward(t: torch.Tensor) -> torch.Tensor:
-            with autocast(self.device, self.dtype):
-                return self.net(t.contiguous(memory_format=torch.channels_last))
-
-        logits = predict_tiled(forward, torch.from_numpy(x).to(self.device), self.config.tile_size,
-                               self.config.tile_overlap, self.multiple, output_device="cpu")
-        return torch.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).numpy()
+        logits = self.inferer(array, range(k0, k1), self.lo, self.hi, self.network, self.device)
+        return torch.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).cpu().numpy()

@@ -11,8 +11,9 @@ The method (chosen by measurement: docs/benchmarks/fewshot_method.md; against it
    (A J or I slice's voxels are drawn from at most ``TRAINING_ROWS`` axial slices, so training never reads the
    whole volume.)
 3. the volume is classified slab by slab (memory bounded by the slab; a memory-mapped input's pages handed back
-   after each), cleaned as ``segment`` does, and the annotated slices are copied in unchanged. The result does not
-   depend on the slab size.
+   after each): the network everywhere, the classifier only where it can change the answer (:mod:`.classify`);
+   then cleaned as ``segment`` does, and the annotated slices are copied in unchanged. The result does not depend
+   on the slab size.
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from ..errors import InputError
-from ..inference.device import choose_device, resolve_precision
+from ..inference.device import choose_device
 from ..inference.normalize import apply_intensity_range, volume_intensity_range
 from ..inference.postprocess import PostprocessOptions, postprocess
 from ..mapped_pages import release_pages
 from ..progress import CancelToken, ProgressCallback, check_cancelled, phases
 from ..volume import Volume
 from .annotations import Annotation, check_annotation_set, paste_annotations
+from .classify import classify_slab
 from .features import NetworkProbabilities, image_features
 from .priors import AxisPrior, prior_features
 from .tune import FinetuneOptions, FinetuneResult, ModelSpec, _load_parent, finetune_in_memory
@@ -42,14 +45,14 @@ log = logging.getLogger(__name__)
 #: training voxels drawn from the annotated slices (uniformly, split evenly between the slices)
 TRAINING_VOXELS = 60_000
 SLAB_VOXELS = 2_000_000  # voxels classified at a time (bounds the features' memory)
-PREDICT_VOXELS = 500_000  # voxels given to the trees at a time (they convert their input to float64)
 #: at most this many axial slices are read for the training voxels of slices annotated along J or I
 TRAINING_ROWS = 64
 #: the fine-tuning gets what the budget leaves after the estimated classification, within these shares of it
 FINETUNE_SHARE = (0.25, 0.85)
 #: below this the fine-tuning is skipped (a budget already spent reading and timing the volume)
 MIN_FINETUNE_SECONDS = 1.0
-#: classifying a slice costs about this many times computing its network and image features (priors, trees)
+#: classifying a slice costs at most this many times computing its network and image features (an over-estimate
+#: since the trees see only the unsure voxels; kept so the fine-tuning's share is as measured: speed_scale.md §5)
 CLASSIFY_OVERHEAD = 1.5
 
 
@@ -201,15 +204,6 @@ def _training_set(array: np.ndarray, anns: list[Annotation], net: NetworkProbabi
     return np.concatenate([xs[id(a)] for a in anns]), np.concatenate([ys[id(a)] for a in anns])
 
 
-def _classify(clf: HistGradientBoostingClassifier, features: np.ndarray) -> np.ndarray:
-    """The class of each voxel of a (n, J, I, F) slab, PREDICT_VOXELS at a time (the trees read float64 copies)."""
-    flat = features.reshape(-1, features.shape[-1])
-    out = np.empty(len(flat), np.uint8)
-    for start in range(0, len(flat), PREDICT_VOXELS):
-        out[start:start + PREDICT_VOXELS] = clf.predict(flat[start:start + PREDICT_VOXELS])
-    return out.reshape(features.shape[:3])
-
-
 def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: ModelSpec = None,
                       options: LearnOptions | None = None, progress: ProgressCallback | None = None,
                       cancel: CancelToken | None = None) -> LearnResult:
@@ -229,12 +223,11 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     axial = [a.index for a in anns if a.axis == 0]
     finetuned, tune_report = None, None
     device = choose_device(opts.device)
-    dtype = resolve_precision(opts.precision, device)
     intensity = volume_intensity_range(array, config.normalization)
     tune_minutes = 0.0
     if axial and np.any(out[axial] > 0):  # the network learns from the axial slices' foreground
         tune_minutes = _finetune_minutes(opts.max_minutes * 60 - (time.monotonic() - t_start),
-                                         NetworkProbabilities(module.to(device), config, device, dtype, intensity),
+                                         NetworkProbabilities(module, config, device, opts.precision, intensity),
                                          array)
         if opts.always_finetune:
             tune_minutes = max(tune_minutes, MIN_FINETUNE_SECONDS / 60)
@@ -245,7 +238,7 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
                                                  precision=opts.precision, seed=opts.seed),
                                  tune_p, cancel)
         module, config, tune_report, finetuned = res.module, res.config, res.report, res
-    net = NetworkProbabilities(module.to(device), config, device, dtype, intensity)
+    net = NetworkProbabilities(module, config, device, opts.precision, intensity)
     spacing_kji = tuple(reversed(volume.spacing))
     rng = np.random.default_rng(opts.seed)
     t0 = time.monotonic()
@@ -258,9 +251,11 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
     release_pages(array)
     t0 = time.monotonic()
     halo = config.context_slices // 2  # the network reads this many slices on each side of a slab
+    tree_voxels = 0
     for k0, k1 in _slabs(volume.shape[0], _slab_size(volume.shape)):
         check_cancelled(cancel)
-        out[k0:k1] = _classify(clf, _slab_features(array, k0, k1, net, priors))
+        out[k0:k1], gated = classify_slab(clf, array, k0, k1, net, priors)
+        tree_voxels += gated
         release_pages(array, 0, k1 - halo)  # a memory-mapped input never stays resident
         if seg_p is not None:
             seg_p(k1, volume.shape[0])
@@ -269,11 +264,12 @@ def learn_and_segment(volume: Volume, annotations: Sequence[Annotation], model: 
         out = postprocess(out, [c["value"] for c in config.classes if c["value"] > 0], opts.postprocess,
                           inplace=True, progress=clean_p, cancel=cancel)
     paste_annotations(out, anns)  # a corrected slice is never changed
-    module.to("cpu")
+    module.to("cpu", memory_format=torch.contiguous_format)
     report = {
         "method": "fine-tuned network + gradient-boosted voxel classifier on image features and shape priors",
         "annotations": [a.name for a in anns], "parent": parent, "finetune": tune_report,
         "training_voxels": int(len(y)), "classify_seconds": round(predict_s, 1), "train_seconds": round(train_s, 1),
+        "tree_share": round(tree_voxels / out.size, 4),  # of the voxels, those the classifier re-classified
         "seconds": round(time.monotonic() - t_start, 1),
         "options": {k: v for k, v in asdict(opts).items() if k != "postprocess"},
     }
