@@ -37,14 +37,15 @@ class Threshold(nn.Module):
         return torch.cat([-s, s], dim=1) * 20
 
 
-def _config(context: int = 1, tile: int = 32) -> ModelConfig:
+def _config(context: int = 1, tile: int = 64) -> ModelConfig:
     return ModelConfig(name="toy", arch="unet", arch_options={"encoder_depth": 3}, context_slices=context,
                        tile_size=tile, tile_overlap=8)
 
 
-def _segmenter(context: int = 1, batch_size: int | None = None, pipelined: bool = False, **kw) -> Predictor:
+def _segmenter(context: int = 1, batch_size: int | None = None, pipelined: bool = False, tile: int = 64,
+               **kw) -> Predictor:
     cls = PipelinedPredictor if pipelined else Predictor
-    return cls.from_module(Threshold(context), _config(context), device="cpu", batch_size=batch_size, **kw)
+    return cls.from_module(Threshold(context), _config(context, tile), device="cpu", batch_size=batch_size, **kw)
 
 
 def _scan(shape=(12, 40, 56), seed=0) -> tuple[Volume, np.ndarray]:
@@ -67,7 +68,20 @@ def test_labelmap_has_input_geometry_and_finds_the_bone() -> None:
     assert (out.array.astype(bool) == truth).mean() > 0.98
     assert np.array_equal(vol.array, before)
     assert seg.device == torch.device("cpu") and seg.classes[1]["name"] == "Bone"
-    assert any(shape[-1] == 32 for shape in seg._module.calls)  # 56 columns with 32-px tiles: really tiled
+
+
+def test_slices_larger_than_a_tile_are_tiled_unless_one_fits_in_a_batch_of_tiles() -> None:
+    vol, truth = _scan()  # 40 × 56 slices, 32-px tiles: 2240 pixels > one tile (1024)
+    tiled_seg = _segmenter(batch_size=2, tile=32)  # room for 2 tiles (2048 pixels) per call: tiled
+    tiled = tiled_seg.predict_labels(vol).array
+    assert {shape[-2:] for shape in tiled_seg._module.calls} == {(32, 32)}
+    assert {shape[0] for shape in tiled_seg._module.calls} == {2}
+    whole_seg = _segmenter(batch_size=5, tile=32)  # room for 5 tiles (5120 pixels): 2 whole slices a call
+    whole = whole_seg.predict_labels(vol).array
+    assert {shape[-2:] for shape in whole_seg._module.calls} == {(40, 56)}
+    assert max(shape[0] for shape in whole_seg._module.calls) == 2
+    assert (whole.astype(bool) == truth).mean() > 0.98
+    assert (whole == tiled).mean() > 0.995  # the same labels but where the tiles' borders were blended
 
 
 def test_progress_is_increasing_and_ends_at_total() -> None:
@@ -90,7 +104,7 @@ def test_cancel_from_progress_raises_cancelled_after_the_first_batch() -> None:
     with pytest.raises(Cancelled):
         seg.predict_labels(vol, progress=progress, cancel=token)
     assert calls == [4]
-    assert len(seg._module.calls) == 4  # one batch of 2x2 tiles (40x56 slices, 32-px tiles); nothing more ran
+    assert len(seg._module.calls) == 1  # one batch of 4 slices (40x56, one 64-px tile each); nothing more ran
 
 
 def test_cancel_during_the_last_batch_still_raises() -> None:

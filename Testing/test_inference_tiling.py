@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from fossilsegment_engine.inference.slice_inferer import SliceInferer
 from fossilsegment_engine.inference.tiling import gaussian_window, predict_tiled, tile_starts
 
 
@@ -102,3 +103,20 @@ def test_gaussian_window_peaks_in_the_middle_and_stays_positive() -> None:
     w = gaussian_window(32, 48)
     assert w.shape == (32, 48) and float(w.min()) > 0 and torch.allclose(w[0] / w[0, 24], w[16] / w[16, 24])
     assert float(w[15:17, 23:25].min()) > 0.98 and float(w[0, 0]) < 0.01
+
+
+@pytest.mark.parametrize("height, width, batch, whole, slices", [
+    (1000, 1000, 4, True, 1),     # 1024² padded = 4 tiles of 512²: one whole slice a call
+    (1000, 1000, 1, False, 1),    # room for one tile only: tiled
+    (1731, 1362, 4, False, 4),    # the paper's largest slices exceed 4 tiles: tiled
+    (600, 400, 4, True, 4),       # 608 × 416 < one tile's pixels, but 600 > 512 rows: whole, 4 a call
+    (300, 300, 4, False, 4),      # fits one tile: unchanged
+    (512, 2000, 4, True, 1),      # a long thin slice: 512 × 2016 ≤ 4 tiles
+])
+def test_fit_to_slices_reads_whole_slices_only_within_a_batch_of_tiles(height: int, width: int, batch: int,
+                                                                       whole: bool, slices: int) -> None:
+    inferer = SliceInferer(context=3, tile_size=512, tile_overlap=64, multiple=32)
+    fitted, n = inferer.fit_to_slices(height, width, batch)
+    assert (fitted.tile_size is None) == whole and n == slices
+    assert fitted.context == 3 and fitted.multiple == 32
+    assert SliceInferer(3, None, 0, 32).fit_to_slices(height, width, batch)[1] == batch  # untiled model: as is

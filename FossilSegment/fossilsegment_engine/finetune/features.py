@@ -14,7 +14,7 @@ import torch
 from skimage.feature import multiscale_basic_features
 from torch import nn
 
-from ..inference.predictor import Predictor
+from ..inference.predictor import CPU_BATCH, Predictor
 from ..models import ModelConfig
 
 SIGMA_MIN, SIGMA_MAX, NUM_SIGMA = 1.0, 8.0, 3
@@ -40,5 +40,11 @@ class NetworkProbabilities:
 
     @torch.inference_mode()
     def __call__(self, array: Any, k0: int, k1: int) -> np.ndarray:
-        logits = self.inferer(array, range(k0, k1), self.lo, self.hi, self.network, self.device)
-        return torch.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).cpu().numpy()
+        # as segment reads them: whole slices where one fits in a batch of tiles, so many slices a call
+        inferer, per_call = self.inferer.fit_to_slices(array.shape[1], array.shape[2], max(k1 - k0, CPU_BATCH))
+        out = np.empty((k1 - k0, array.shape[1], array.shape[2], self.config.n_classes), np.float32)
+        for start in range(k0, k1, per_call):
+            stop = min(start + per_call, k1)
+            logits = inferer(array, range(start, stop), self.lo, self.hi, self.network, self.device)
+            out[start - k0:stop - k0] = torch.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).cpu().numpy()
+        return out

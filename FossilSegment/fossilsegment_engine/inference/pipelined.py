@@ -21,7 +21,7 @@ import torch
 from ..progress import CancelToken, check_cancelled
 from .context import context_indices
 from .predictor import Predictor, Sink, slice_batches
-from .slice_inferer import Network, labels_and_probabilities
+from .slice_inferer import Network, SliceInferer, labels_and_probabilities
 
 #: ``(x float32 (N, C, h, w) on the device) -> (labels uint8 (N, h, w), probabilities uint8 (N, classes, h, w) | None)``
 PredictStack = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
@@ -222,9 +222,9 @@ def run_pipelined(
 class PipelinedPredictor(Predictor):
     """A :class:`~.predictor.Predictor` whose batches go through :func:`run_pipelined` (the default on CUDA)."""
 
-    def _run(self, network: Network, array: np.ndarray, source: np.ndarray, ks: range, batch: int, lo: float,
-             hi: float, sink: Sink, cancel: CancelToken | None, want_probs: bool) -> None:
+    def _run(self, network: Network, inferer: SliceInferer, array: np.ndarray, source: np.ndarray, ks: range,
+             batch: int, lo: float, hi: float, sink: Sink, cancel: CancelToken | None, want_probs: bool) -> None:
         def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            return labels_and_probabilities(self._inferer.logits(x, network), want_probs)
+            return labels_and_probabilities(inferer.logits(x, network), want_probs)
 
-        run_pipelined(step, array, source, ks, batch, self._inferer.context, lo, hi, self._device, sink, cancel)
+        run_pipelined(step, array, source, ks, batch, inferer.context, lo, hi, self._device, sink, cancel)

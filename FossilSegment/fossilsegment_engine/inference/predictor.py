@@ -1,7 +1,8 @@
 """``Predictor``: a model loaded once on a fixed device, precision and backend; segments volumes slice by slice.
 
 Each volume is normalised with its own percentiles, cut into batches of 2.5D stacks and predicted tile by
-tile (:class:`~.slice_inferer.SliceInferer`) by the backend's network (:mod:`.backends`); labels are the
+tile, or whole slices where one fits in a batch of tiles (:class:`~.slice_inferer.SliceInferer`), by the
+backend's network (:mod:`.backends`); labels are the
 argmax, then cleaned (:mod:`.postprocess`). On CUDA, :meth:`Predictor.load` returns the
 :class:`~.pipelined.PipelinedPredictor`, which overlaps copies and compute.
 """
@@ -228,7 +229,9 @@ class Predictor:
                 progress(stop - box.k0, box.k1 - box.k0)
 
         probe = self._batch_size is None and self._device.type == "cuda"
-        batch = self._batch_size or (1 if probe else CPU_BATCH)
+        height, width = box.j1 - box.j0, box.i1 - box.i0
+        inferer, batch = self._inferer.fit_to_slices(height, width, self._batch_size or CPU_BATCH)
+        batch = 1 if probe else batch
         while done[0] < box.k1:
             check_cancelled(cancel)
             network = self._network_for(array, lo, hi, pixels)
@@ -238,7 +241,7 @@ class Predictor:
                 base = torch.cuda.memory_allocated(self._device)
             try:
                 with torch.inference_mode():
-                    self._run(network, array, source, ks, batch, lo, hi, sink, cancel, want_probs)
+                    self._run(network, inferer, array, source, ks, batch, lo, hi, sink, cancel, want_probs)
             except RuntimeError as exc:  # torch.OutOfMemoryError, or cuDNN/cuBLAS/MPS saying so
                 if not is_oom(exc):
                     raise
@@ -246,7 +249,10 @@ class Predictor:
             else:
                 oom = False
             if oom:  # handled outside the except block so the failed batch's tensors are freed
+                device = self._device
                 batch = self._after_oom(batch)
+                if self._device != device:  # moved to the CPU: read the slices as a CPU job would
+                    inferer, batch = self._inferer.fit_to_slices(height, width, batch)
                 probe = False
                 continue
             if probe:
@@ -292,12 +298,12 @@ class Predictor:
         self._int8, self._int8_samples = CompiledNetwork(quantized, self._device, self._dtype), samples
         return self._int8
 
-    def _run(self, network: Network, array: np.ndarray, source: np.ndarray, ks: range, batch: int, lo: float,
-             hi: float, sink: Sink, cancel: CancelToken | None, want_probs: bool) -> None:
+    def _run(self, network: Network, inferer: SliceInferer, array: np.ndarray, source: np.ndarray, ks: range,
+             batch: int, lo: float, hi: float, sink: Sink, cancel: CancelToken | None, want_probs: bool) -> None:
         """Slices ``ks`` of ``source`` (``array``'s box columns) in batches, each handed to ``sink`` in order."""
-        for part in slice_batches(array, ks, batch, self._inferer.context):
+        for part in slice_batches(array, ks, batch, inferer.context):
             check_cancelled(cancel)
-            logits = self._inferer(source, part, lo, hi, network, self._device)
+            logits = inferer(source, part, lo, hi, network, self._device)
             lab, prob = labels_and_probabilities(logits, want_probs)
             sink(part.start, part.stop, lab.cpu().numpy(), None if prob is None else prob.cpu().numpy())
 

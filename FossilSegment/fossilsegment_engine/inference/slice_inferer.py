@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -10,7 +10,7 @@ import torch
 
 from .context import context_slices
 from .normalize import apply_intensity_range
-from .tiling import predict_tiled
+from .tiling import predict_tiled, round_up
 
 #: ``x (N, C, h, w) → logits (N, classes, h, w)``
 Network = Callable[[torch.Tensor], torch.Tensor]
@@ -32,6 +32,22 @@ class SliceInferer:
         from ..models.build import required_multiple
 
         return cls(config.context_slices, config.tile_size, config.tile_overlap, required_multiple(config))
+
+    def fit_to_slices(self, height: int, width: int, batch: int) -> tuple["SliceInferer", int]:
+        """How to read slices of ``height`` × ``width`` when a network call may hold ``batch`` slices of tiles:
+        a slice larger than a tile is read whole when one fits in ``batch`` tiles' pixels (with as many slices
+        a call as fit, at most ``batch``), else tiled as configured; returns the inferer and the slices per call.
+
+        Overlapping tiles compute a 1000² slice about 2.4 times over (9 tiles of 512²) and blend them; one
+        whole slice per call costs a third of that on a CPU, with no more pixels in a call than ``batch`` tiles.
+        """
+        if not self.tile_size:
+            return self, batch
+        tile = round_up(self.tile_size, self.multiple)
+        pixels = round_up(height, self.multiple) * round_up(width, self.multiple)
+        if (height <= tile and width <= tile) or pixels > batch * tile * tile:
+            return self, batch
+        return replace(self, tile_size=None), max(1, min(batch, batch * tile * tile // pixels))
 
     def stacks(self, source: np.ndarray, ks: range, lo: float, hi: float) -> np.ndarray:
         """Float32 2.5D stacks ``(len(ks), context, H, W)`` of slices ``ks`` of ``source``, normalised to lo..hi."""
