@@ -112,8 +112,9 @@ def test_bench_volume_is_the_demo_scan_mirrored() -> None:
 
 
 @pytest.mark.slow
-def test_naive_loop_matches_the_segmenter_in_fp32(tiny_model_dir: Path) -> None:
-    vol = bench_volume(80, 5)  # 80 > the tiny model's 64-px tiles: the naive loop tiles and blends too
+@pytest.mark.parametrize("size", [80, 160])  # > the tiny model's 64-px tiles: read whole (80²) / tiled (160²)
+def test_naive_loop_matches_the_segmenter_in_fp32(tiny_model_dir: Path, size: int) -> None:
+    vol = bench_volume(size, 5)
     module, config = load_model(tiny_model_dir)
     reference = naive_labels(module, config, vol, CPU)
     labels = Predictor.load(tiny_model_dir, device="cpu", precision="fp32", backend="eager").predict_labels(

@@ -154,18 +154,21 @@ def _peak_rss_mib() -> float:
 
 
 def naive_labels(module: torch.nn.Module, config: Any, volume: Volume, device: torch.device) -> np.ndarray:
-    """Labels from a plain fp32 ``model.eval()`` loop, one slice at a time, contiguous memory (the baseline)."""
-    from fossilsegment_engine.models.build import required_multiple
+    """Labels from a plain fp32 ``model.eval()`` loop, one slice at a time, contiguous memory (the baseline); each
+    slice read (whole or tiled) as the Predictor reads it at its default CPU batch."""
+    from fossilsegment_engine.inference.predictor import CPU_BATCH
+    from fossilsegment_engine.inference.slice_inferer import SliceInferer
 
     array = volume.array
+    inferer, _ = SliceInferer.from_config(config).fit_to_slices(array.shape[1], array.shape[2], CPU_BATCH)
     lo, hi = volume_intensity_range(array, config.normalization)
     out = np.zeros(array.shape, np.uint8)
     module = module.eval()
     with torch.no_grad():
         for k in range(array.shape[0]):
             x = torch.from_numpy(apply_intensity_range(context_slices(array, [k], config.context_slices), lo, hi))
-            logits = predict_tiled(lambda t: module(t.contiguous()), x.to(device), config.tile_size,
-                                   config.tile_overlap, required_multiple(config))
+            logits = predict_tiled(lambda t: module(t.contiguous()), x.to(device), inferer.tile_size,
+                                   inferer.tile_overlap, inferer.multiple)
             out[k] = logits.argmax(dim=1)[0].cpu().numpy()
     return out
 
