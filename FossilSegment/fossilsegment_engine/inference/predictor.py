@@ -2,9 +2,8 @@
 
 Each volume is normalised with its own percentiles, cut into batches of 2.5D stacks and predicted tile by
 tile, or whole slices where one fits in a batch of tiles (:class:`~.slice_inferer.SliceInferer`), by the
-backend's network (:mod:`.backends`); labels are the
-argmax, then cleaned (:mod:`.postprocess`). On CUDA, :meth:`Predictor.load` returns the
-:class:`~.pipelined.PipelinedPredictor`, which overlaps copies and compute.
+backend's network (:mod:`.backends`); labels are the argmax, then cleaned (:mod:`.postprocess`). On CUDA,
+:meth:`Predictor.load` returns the :class:`~.pipelined.PipelinedPredictor`, which overlaps copies and compute.
 """
 
 from __future__ import annotations
