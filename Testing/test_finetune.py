@@ -155,3 +155,23 @@ def test_cli_finetune(tmp_path, tiny_model_dir, capsys):
     tuned = json.loads((out / "config.json").read_text())["provenance"]["finetune"]
     assert tuned["options"]["max_steps"] == 3 and tuned["steps"] <= 3
     assert "slices [3, 6, 9]" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_batchnorm_statistics_are_measured_on_the_scan_then_frozen(tiny_model_dir):
+    from fossilsegment_engine.finetune.tune import _scan_batches
+    from fossilsegment_engine.models.batchnorm import recompute_batchnorm
+
+    vol, lab = scan()
+    parent, cfg = load_model(tiny_model_dir)
+    res = finetune_in_memory(vol, lab, [4, 7], (parent, cfg), FinetuneOptions(**FAST))
+    lo, hi = volume_intensity_range(vol.array, cfg.normalization)
+    expected, _ = load_model(tiny_model_dir)
+    assert recompute_batchnorm(expected, _scan_batches(vol.array, lo, hi, cfg.context_slices, 32,
+                                                       torch.device("cpu"), FAST.get("seed", 0), None)) == 2
+    got, want, old = res.module.state_dict(), expected.state_dict(), parent.state_dict()
+    stats = [k for k in want if "running_" in k]
+    assert stats
+    for key in stats:  # the scan's statistics, unchanged by the training steps (frozen)
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(got[key], old[key]), key

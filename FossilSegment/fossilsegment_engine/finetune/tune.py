@@ -1,7 +1,8 @@
 """Fine-tune a segmentation model on a few annotated axial slices of one volume, within a time budget.
 
-The parent model (default, bundled name, folder or in-memory module) is copied; its BatchNorm statistics
-are frozen (a handful of slices gives poor batch statistics) and every weight is trained with AdamW on
+The parent model (default, bundled name, folder or in-memory module) is copied; its BatchNorm statistics are
+first measured on this scan (uniform crops of evenly spaced slices of the whole volume, as inference sees it), then
+frozen (a handful of annotated slices gives poor batch statistics), and every weight is trained with AdamW on
 random augmented crops (:mod:`..training.augment`, crops centred on foreground 2 times in 3) under Dice +
 cross-entropy, on every annotated slice, for ``max_steps`` steps or until ``max_minutes`` (whichever comes
 first). Why no held-back slice and early stopping: docs/benchmarks/finetune.md.
@@ -14,7 +15,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from ..inference.context import context_slices
 from ..inference.device import autocast, choose_device, resolve_precision
 from ..inference.normalize import apply_intensity_range, volume_intensity_range
 from ..models import ModelConfig, load_model, model_hash, resolve_model_dir, save_model
+from ..models.batchnorm import recompute_batchnorm
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..training.augment import AugmentOptions, augment_batch
 from ..training.losses import DiceCELoss
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: progress is reported as ``(done, PROGRESS_TOTAL)``: the larger of the step and the time fraction used
 PROGRESS_TOTAL = 1000
+#: crops of the scan (one per evenly spaced slice) and crops per batch that the BatchNorm statistics are measured on
+SCAN_CROPS, SCAN_BATCH = 64, 8
 
 ModelSpec = Any  # None | bundled name | folder | (module, ModelConfig)
 
@@ -93,6 +97,25 @@ def _freeze_batchnorm(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def _scan_batches(array: np.ndarray, lo: float, hi: float, n_context: int, crop: int, device: torch.device,
+                  seed: int, cancel: CancelToken | None) -> Iterator[torch.Tensor]:
+    """Normalised network inputs ``(≤ SCAN_BATCH, n_context, crop, crop)``: one uniformly placed crop from each of
+    up to ``SCAN_CROPS`` evenly spaced axial slices of ``array`` (smaller slices are padded like the annotations).
+    Read one slice stack at a time, so a large (memory-mapped) scan costs a few MB here."""
+    rng = np.random.default_rng(seed)
+    ks = np.unique(np.linspace(0, array.shape[0] - 1, min(SCAN_CROPS, array.shape[0])).round().astype(int))
+    h, w = array.shape[1:]
+    ch, cw = min(crop, h), min(crop, w)
+    for b0 in range(0, len(ks), SCAN_BATCH):
+        check_cancelled(cancel)
+        crops = []
+        for k in ks[b0:b0 + SCAN_BATCH]:
+            top, left = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+            stack = context_slices(array, [k], n_context)[0, :, top:top + ch, left:left + cw]
+            crops.append(_pad_to(apply_intensity_range(stack, lo, hi), crop))
+        yield torch.from_numpy(np.stack(crops)).to(device).contiguous(memory_format=torch.channels_last)
 
 
 def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
@@ -191,6 +214,8 @@ def finetune_in_memory(
     x, y = _pad_to(x, crop), _pad_to(y, crop)
 
     module = module.to(device=device, memory_format=torch.channels_last)
+    recompute_batchnorm(module, _scan_batches(volume.array, lo, hi, parent_cfg.context_slices, crop, device,
+                                              opts.seed, cancel))
     history: list[dict[str, Any]] = []
     loop = _Loop(module, opts, device, dtype, t_start, opts.max_minutes * 60.0, progress, cancel)
     stop_reason = "max_steps"
