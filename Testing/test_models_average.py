@@ -97,7 +97,8 @@ def test_script_writes_a_loadable_folder_with_provenance_and_never_overwrites(tm
     card = tmp_path / "card.md"
     card.write_text("# soup\n", encoding="utf-8")
     out = tmp_path / "soup"
-    argv = ["--models", *map(str, folders), "--weights", "1", "3", "--name", "soup", "--card", str(card), "--out", str(out)]
+    argv = ["--models", *map(str, folders), "--weights", "1", "3", "--name", "soup", "--card", str(card),
+            "--out", str(out)]
     assert _script().main(argv) == 0
     soup, config = load_model(out)
     assert config.name == "soup" and (out / "MODEL_CARD.md").read_text(encoding="utf-8") == "# soup\n"

@@ -96,7 +96,7 @@ OTHER_BENCHMARKS = [
 
 
 def origin(config: Any) -> str:
-    """How the model was made, in one clause (a weight average lists its ingredients; a trained model its best epoch)."""
+    """How the model was made, in one clause: a weight average's ingredients or a trained model's best epoch."""
     soup = config.provenance.get("averaged_from")
     if soup:
         names = ", ".join(i["name"] for i in soup)
@@ -117,8 +117,10 @@ def _ceilings(path: Path | None) -> dict[str, float]:
 
 def targets_table(report: dict[str, Any], held: float | None, held_ceiling: float | None) -> list[str]:
     """Issue 14's targets: held-out family ≥ 0.90 and ≥ 0.95 of its ceiling; every family ≥ 0.75 and ≥ Otsu + 0.3."""
-    fams = {f: ((v.get("model", {}).get("Bone") or {}).get("mean_dice"), (v.get("otsu", {}).get("Bone") or {}).get("mean_dice"))
-            for f, v in report["by_family"].items()}
+    def bone(summary: dict[str, Any], method: str) -> float | None:
+        return (summary.get(method, {}).get("Bone") or {}).get("mean_dice")
+
+    fams = {f: (bone(v, "model"), bone(v, "otsu")) for f, v in report["by_family"].items()}
     worst = min(fams.items(), key=lambda kv: kv[1][0] if kv[1][0] is not None else -1.0, default=None)
     gaps = {f: m - o for f, (m, o) in fams.items() if m is not None and o is not None}
     least = min(gaps.items(), key=lambda kv: kv[1], default=None)

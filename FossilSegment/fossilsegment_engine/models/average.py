@@ -59,4 +59,3 @@ def average_models(
     model = build_model(config)
     model.load_state_dict(mean, strict=True)
     return model.eval(), config
-
