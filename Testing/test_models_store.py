@@ -170,3 +170,24 @@ def test_default_discovery_without_env(monkeypatch) -> None:
     if not expected.is_dir():
         expected = repo / "FossilSegment" / "Resources" / "Models"
     assert models_dir() == expected
+
+
+@pytest.mark.slow  # four fresh interpreters importing torch
+def test_same_weights_give_the_same_file_in_every_process(tmp_path) -> None:
+    """The weights hash pins a model, so saving the same tensors must give the same bytes; each save runs
+    in a fresh interpreter because the order of a safetensors metadata map changes from process to process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from fossilsegment_engine.models import ModelConfig, build_model, save_model\n"
+        f"config = ModelConfig(name='m', **{TINY_UNET!r})\n"
+        "torch.manual_seed(1)\n"
+        "save_model(build_model(config), config, sys.argv[1])\n"
+    )
+    hashes = set()
+    for i in range(4):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"m{i}")], check=True)
+        hashes.add(model_hash(tmp_path / f"m{i}"))
+    assert len(hashes) == 1

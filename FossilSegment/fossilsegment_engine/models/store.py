@@ -164,7 +164,9 @@ def save_model(
             raise ModelError(f"extra file name must be a plain, new file name, got {name!r}")
     with atomic_dir(folder, force=force) as tmp:
         weights = tmp / config.weights_file
-        save_file(state, str(weights), metadata={"format": "pt", "fossilsegment_model": config.name})
+        # One metadata entry only: safetensors writes its metadata map in a per-process random order, so a
+        # second entry would give the same tensors a different file (and weights_sha256) on every save.
+        save_file(state, str(weights), metadata={"format": "pt"})
         normal_mode(weights)  # safetensors writes 0600
         saved = dataclasses.replace(config, weights_sha256=file_sha256(weights), provenance=provenance)
         saved.save(tmp / CONFIG_FILE)
