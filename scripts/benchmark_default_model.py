@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Benchmark a model on the phantom test split (+ baselines) and the real paddlefish slice; write BENCHMARKS.md.
 
-    python scripts/benchmark_default_model.py [--model fossil-bone-v3] --data-root DATA [--device auto]
-        [--md BENCHMARKS.md] [--assets docs/benchmarks]
+    python scripts/benchmark_default_model.py [--model fossil-bone-v3] --data-root DATA [--small-root SMALL]
+        [--device auto] [--md BENCHMARKS.md] [--assets docs/benchmarks]
 
 DATA is a folder from scripts/make_training_data.py (test_seen/, test_heldout/, recipe.json). Runs
 ``fossilsegment evaluate --baselines`` on DATA/test_seen and DATA/test_heldout, segments the real slice, and
 writes the Markdown page (tables, commands, date, hardware) plus report.md/report.json/figure.png/overlay.
+SMALL (optional): the same kind of folder made with ``--size small``; issue 14 sets its per-family targets at
+that size, so its families get their own table and target rows.
 """
 
 from __future__ import annotations
@@ -115,8 +117,13 @@ def _ceilings(path: Path | None) -> dict[str, float]:
     return {row["family"]: row["ceiling"] for row in json.loads(path.read_text())["rows"]}
 
 
-def targets_table(report: dict[str, Any], held: float | None, held_ceiling: float | None) -> list[str]:
-    """Issue 14's targets: held-out family ≥ 0.90 and ≥ 0.95 of its ceiling; every family ≥ 0.75 and ≥ Otsu + 0.3."""
+def _row(name: str, value: float | None, target: float, label: str = "") -> str:
+    met = "yes" if value is not None and value >= target else "no"
+    return f"| {name} | {_f(value)}{label} | ≥ {target:g} | {met} |"
+
+
+def family_rows(report: dict[str, Any], where: str) -> list[str]:
+    """Target rows for every family of ``report``: the lowest one ≥ 0.75, the smallest margin over Otsu ≥ 0.3."""
     def bone(summary: dict[str, Any], method: str) -> float | None:
         return (summary.get(method, {}).get("Bone") or {}).get("mean_dice")
 
@@ -124,23 +131,36 @@ def targets_table(report: dict[str, Any], held: float | None, held_ceiling: floa
     worst = min(fams.items(), key=lambda kv: kv[1][0] if kv[1][0] is not None else -1.0, default=None)
     gaps = {f: m - o for f, (m, o) in fams.items() if m is not None and o is not None}
     least = min(gaps.items(), key=lambda kv: kv[1], default=None)
+    return [_row(f"lowest family, {where}", worst[1][0] if worst else None, 0.75, f" ({worst[0]})" if worst else ""),
+            _row(f"smallest margin over Otsu, by family, {where}", least[1] if least else None, 0.3,
+                 f" ({least[0]})" if least else "")]
+
+
+def targets_table(report: dict[str, Any], held: float | None, held_ceiling: float | None, size: str,
+                  small: dict[str, Any] | None = None) -> list[str]:
+    """Issue 14's targets: held-out family ≥ 0.90 and ≥ 0.95 of its ceiling; every family ≥ 0.75 and ≥ Otsu + 0.3
+    (on ``report``'s phantoms, of size ``size``, and on ``small``'s, the size the issue names, when given)."""
     share = held / held_ceiling if held is not None and held_ceiling else None
-
-    def row(name: str, value: float | None, target: float, label: str = "") -> str:
-        met = "yes" if value is not None and value >= target else "no"
-        return f"| {name} | {_f(value)}{label} | ≥ {target:g} | {met} |"
-
     return ["| Figure | Value | Target | Met |", "|---|---:|---:|---|",
-            row("held-out family, bone mean Dice", held, 0.90),
-            row("held-out family, share of its measured ceiling", share, 0.95,
-                f" (ceiling {_f(held_ceiling)})" if held_ceiling else " (no ceiling file)"),
-            row("lowest family", worst[1][0] if worst else None, 0.75, f" ({worst[0]})" if worst else ""),
-            row("smallest margin over Otsu, by family", least[1] if least else None, 0.3,
-                f" ({least[0]})" if least else "")]
+            _row("held-out family, bone mean Dice", held, 0.90),
+            _row("held-out family, share of its measured ceiling", share, 0.95,
+                 f" (ceiling {_f(held_ceiling)})" if held_ceiling else " (no ceiling file)"),
+            *family_rows(report, f"size {size}"),
+            *(family_rows(small, "size small") if small is not None else [])]
+
+
+def small_section(small: dict[str, Any] | None, recipe: dict[str, Any]) -> list[str]:
+    """The size-small phantoms' family table (empty without them)."""
+    if small is None:
+        return []
+    return ["### Bone mean Dice by phantom family, size small", "",
+            f"Data: `{recipe.get('command')}` ({recipe.get('generator')}, {recipe.get('size')}; the same families "
+            f"and seed ranges, {len(small.get('specimens', []))} specimens).", "", *family_table(small), ""]
 
 
 def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace, command: str,
-         recipe: dict[str, Any], config: Any, seconds: float) -> str:
+         recipe: dict[str, Any], config: Any, seconds: float, small: dict[str, Any] | None = None,
+         small_recipe: dict[str, Any] | None = None) -> str:
     groups = {Path(k).name: v for k, v in report["by_data_dir"].items()}
     groups["all test specimens"] = report["overall"]
     held = groups.get("test_heldout", {})
@@ -157,12 +177,13 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         f"test_seen = unseen seeds of the training families, test_heldout = the whole "
         f"**{recipe.get('heldout_family')}** family, never seen in training.", "",
         "## Issue targets (bone mean Dice)", "",
-        *targets_table(report, hb, ceiling.get(recipe.get("heldout_family"))), "",
+        *targets_table(report, hb, ceiling.get(recipe.get("heldout_family")), str(recipe.get("size")), small), "",
         "## Bone (label 1)", "",
         "mean Dice / mean IoU: mean over axial slices where truth or prediction has bone (the paper's figure); "
         "volume Dice / IoU: over all voxels; slices and voxels pooled over the specimens of each split.", "",
         *bone_table(groups), "",
         "### Bone mean Dice by phantom family", "", *family_table(report), "",
+        *small_section(small, small_recipe or {}),
         "Baselines: " + (report.get("baseline_note") or ""), "",
         f"Every class and every specimen: [{assets}/report.md]({assets}/report.md), "
         f"[{assets}/report.json]({assets}/report.json).", "",
@@ -185,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="model name or folder (default: the bundled default)")
     p.add_argument("--data-root", type=Path, required=True)
+    p.add_argument("--small-root", type=Path, help="the same kind of folder made with --size small (optional)")
     p.add_argument("--real-slice", type=Path, default=DEFAULT_INPUT)
     p.add_argument("--device", default="auto")
     p.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
@@ -200,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(tmp_report, ignore_errors=True)
     report = evaluate(seg, [args.data_root / "test_seen", args.data_root / "test_heldout"], baselines=True,
                       out_dir=tmp_report)
+    small, small_recipe = None, None
+    if args.small_root is not None:
+        small = evaluate(seg, [args.small_root / "test_seen", args.small_root / "test_heldout"], baselines=True)
+        small_recipe = json.loads((args.small_root / "recipe.json").read_text())
     t1 = time.monotonic()
     args.assets.mkdir(parents=True, exist_ok=True)
     fractions = segment_slice(seg, args.real_slice, args.assets / "paddlefish_overlay.png")
@@ -208,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(tmp_report / name, args.assets / name)
     shutil.rmtree(tmp_report, ignore_errors=True)
     with atomic_path(args.md, force=True) as tmp:
-        tmp.write_text(page(report, real, args, command, recipe, seg.config, time.monotonic() - t0), encoding="utf-8")
+        tmp.write_text(page(report, real, args, command, recipe, seg.config, time.monotonic() - t0, small,
+                            small_recipe), encoding="utf-8")
     print(f"wrote {args.md} and {args.assets}/")
     return 0
 

@@ -1,0 +1,37 @@
+"""``scripts/benchmark_default_model.py``: the issue-target rows read the right families, at each phantom size."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_default_model.py"
+
+
+def _script():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("benchmark_default_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(families: dict[str, tuple[float, float]]) -> dict:
+    return {"by_family": {f: {"model": {"Bone": {"mean_dice": m}}, "otsu": {"Bone": {"mean_dice": o}}}
+                          for f, (m, o) in families.items()}}
+
+
+def test_targets_name_the_weakest_family_and_the_smallest_margin_per_size() -> None:
+    bench = _script()
+    medium = _report({"skull": (0.91, 0.20), "plates": (0.80, 0.10)})
+    small = _report({"skull": (0.70, 0.50), "plates": (0.78, 0.05)})
+    rows = bench.targets_table(medium, 0.92, 0.95, "medium", small)
+    assert rows[2] == "| held-out family, bone mean Dice | 0.920 | ≥ 0.9 | yes |"
+    assert rows[3] == "| held-out family, share of its measured ceiling | 0.968 (ceiling 0.950) | ≥ 0.95 | yes |"
+    assert rows[4] == "| lowest family, size medium | 0.800 (plates) | ≥ 0.75 | yes |"
+    assert rows[5] == "| smallest margin over Otsu, by family, size medium | 0.700 (plates) | ≥ 0.3 | yes |"
+    assert rows[6] == "| lowest family, size small | 0.700 (skull) | ≥ 0.75 | no |"
+    assert rows[7] == "| smallest margin over Otsu, by family, size small | 0.200 (skull) | ≥ 0.3 | no |"
+    assert len(bench.targets_table(medium, None, None, "medium")) == 6  # no small phantoms: no small rows
+    assert "| held-out family, bone mean Dice | – | ≥ 0.9 | no |" in bench.targets_table(medium, None, None, "m")
