@@ -35,3 +35,19 @@ def test_targets_name_the_weakest_family_and_the_smallest_margin_per_size() -> N
     assert rows[7] == "| smallest margin over Otsu, by family, size small | 0.200 (skull) | ≥ 0.3 | no |"
     assert len(bench.targets_table(medium, None, None, "medium")) == 6  # no small phantoms: no small rows
     assert "| held-out family, bone mean Dice | – | ≥ 0.9 | no |" in bench.targets_table(medium, None, None, "m")
+
+
+def test_a_folder_without_test_splits_is_refused_before_any_work(tmp_path, capsys) -> None:
+    import pytest
+
+    bench = _script()
+    (tmp_path / "data" / "test_seen").mkdir(parents=True)
+    (tmp_path / "data" / "test_heldout").mkdir()
+    (tmp_path / "small" / "test_seen").mkdir(parents=True)
+    md = tmp_path / "BENCHMARKS.md"
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--data-root", str(tmp_path / "data"), "--small-root", str(tmp_path / "small"),
+                    "--md", str(md), "--assets", str(tmp_path / "assets")])
+    assert exit_info.value.code == 2
+    assert "small has no test_heldout folder" in capsys.readouterr().err
+    assert not md.exists() and not (tmp_path / "assets").exists()

@@ -63,10 +63,15 @@ def bone_table(groups: dict[str, dict[str, Any]], cls: str = "Bone") -> list[str
     return lines
 
 
+def bone_dice(summary: dict[str, Any], method: str) -> float | None:
+    """Bone mean Dice of ``method`` in one summary of an evaluate report (None when absent)."""
+    return (summary.get(method, {}).get("Bone") or {}).get("mean_dice")
+
+
 def family_table(report: dict[str, Any]) -> list[str]:
     lines = ["| Family | Model | Otsu | Region growing |", "|---|---:|---:|---:|"]
     for fam, summ in sorted(report["by_family"].items()):
-        cells = [_f((summ.get(k, {}).get("Bone") or {}).get("mean_dice")) for k, _ in METHODS]
+        cells = [_f(bone_dice(summ, k)) for k, _ in METHODS]
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     return lines
 
@@ -124,10 +129,7 @@ def _row(name: str, value: float | None, target: float, label: str = "") -> str:
 
 def family_rows(report: dict[str, Any], where: str) -> list[str]:
     """Target rows for every family of ``report``: the lowest one ≥ 0.75, the smallest margin over Otsu ≥ 0.3."""
-    def bone(summary: dict[str, Any], method: str) -> float | None:
-        return (summary.get(method, {}).get("Bone") or {}).get("mean_dice")
-
-    fams = {f: (bone(v, "model"), bone(v, "otsu")) for f, v in report["by_family"].items()}
+    fams = {f: (bone_dice(v, "model"), bone_dice(v, "otsu")) for f, v in report["by_family"].items()}
     worst = min(fams.items(), key=lambda kv: kv[1][0] if kv[1][0] is not None else -1.0, default=None)
     gaps = {f: m - o for f, (m, o) in fams.items() if m is not None and o is not None}
     least = min(gaps.items(), key=lambda kv: kv[1], default=None)
@@ -163,8 +165,7 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
          small_recipe: dict[str, Any] | None = None) -> str:
     groups = {Path(k).name: v for k, v in report["by_data_dir"].items()}
     groups["all test specimens"] = report["overall"]
-    held = groups.get("test_heldout", {})
-    hb = (held.get("model", {}).get("Bone") or {}).get("mean_dice")
+    hb = bone_dice(groups.get("test_heldout", {}), "model")
     assets = os.path.relpath(args.assets, args.md.parent)
     ceiling = _ceilings(args.ceiling)
     lines = [
@@ -202,6 +203,12 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
     return "\n".join(lines)
 
 
+def _recipe(root: Path) -> dict[str, Any]:
+    """``root/recipe.json`` (how make_training_data.py made the folder), empty when absent."""
+    path = root / "recipe.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="model name or folder (default: the bundled default)")
@@ -215,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-family ceilings (scripts/measure_ceiling.py --json)")
     args = p.parse_args(argv)
     command = "python scripts/benchmark_default_model.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    recipe = json.loads((args.data_root / "recipe.json").read_text()) if (args.data_root / "recipe.json").is_file() else {}
+    for root in filter(None, (args.data_root, args.small_root)):
+        missing = [s for s in ("test_seen", "test_heldout") if not (root / s).is_dir()]
+        if missing:
+            p.error(f"{root} has no {' or '.join(missing)} folder (make it with scripts/make_training_data.py)")
+    recipe = _recipe(args.data_root)
     t0 = time.monotonic()
     seg = Predictor.load(args.model, device=args.device)
     tmp_report = args.assets.parent / f".{args.assets.name}.report.tmp"
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     small, small_recipe = None, None
     if args.small_root is not None:
         small = evaluate(seg, [args.small_root / "test_seen", args.small_root / "test_heldout"], baselines=True)
-        small_recipe = json.loads((args.small_root / "recipe.json").read_text())
+        small_recipe = _recipe(args.small_root)
     t1 = time.monotonic()
     args.assets.mkdir(parents=True, exist_ok=True)
     fractions = segment_slice(seg, args.real_slice, args.assets / "paddlefish_overlay.png")
