@@ -65,6 +65,23 @@ def test_augment_keeps_image_and_labels_aligned() -> None:
         augment_preset("heavy")
 
 
+def test_zoom_in_makes_bone_thicker_in_pixels_for_training_only() -> None:
+    labels = torch.zeros(8, 64, 64, dtype=torch.long)
+    labels[:, 28:36, 28:36] = 1  # an 8-px square bone at the centre
+    image = labels[:, None].float()
+    geometry_only = dict(p_intensity=0, p_blur=0, p_noise=0, p_rings=0, p_streaks=0, p_flip=0, p_rot90=0)
+    _, zoomed = augment_batch(image, labels, torch.Generator().manual_seed(0),
+                              AugmentOptions(p_zoom_in=1.0, **geometry_only))
+    _, mild = augment_batch(image, labels, torch.Generator().manual_seed(0),
+                            AugmentOptions(p_affine=1.0, **geometry_only))
+    area = labels[0].sum().item()
+    # zoom 1.25–4× makes the square 1.56–16× larger (the shift may move part of it out of the crop)
+    assert (zoomed.sum((1, 2)) > 1.4 * area).float().mean() >= 0.75
+    assert (mild.sum((1, 2)) < 1.6 * area).all()  # the ordinary affine: zoom 0.8–1.25
+    assert augment_preset("full").p_zoom_in > 0 and augment_preset("light").p_zoom_in > 0
+    assert AugmentOptions().p_zoom_in == 0  # `learn` fine-tunes on the user's own scan: its scale is known
+
+
 def test_loss_prefers_the_truth() -> None:
     target = torch.zeros(2, 16, 16, dtype=torch.long)
     target[:, 4:10, 4:10] = 1

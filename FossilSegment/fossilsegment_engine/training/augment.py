@@ -1,7 +1,9 @@
 """CT-appropriate augmentation of training batches (torch, on the batch's device, seeded generator).
 
 Geometry (applied identically to image and labels): flips, 90° rotations, and a random affine
-(zoom 0.8–1.25, small rotation, shift) resampled bilinearly (image) / nearest (labels).
+(zoom 0.8–1.25, small rotation, shift) resampled bilinearly (image) / nearest (labels). Training also
+zooms in strongly (1.25–4×) on some crops, so that bone several times thicker in voxels than the
+training phantoms' (finer scans, larger animals) is still bone to the network.
 Intensity (image only, all context channels alike): scale/shift, gamma, Gaussian blur, Gaussian noise,
 ring artifacts (concentric rings around a random centre, as from miscalibrated detector elements) and
 streaks (bright/dark lines through a point, as from beam hardening / metal).
@@ -25,6 +27,8 @@ class AugmentOptions:
     p_rot90: float = 0.5
     p_affine: float = 0.5
     zoom: tuple[float, float] = (0.8, 1.25)
+    p_zoom_in: float = 0.0
+    zoom_in: tuple[float, float] = (1.25, 4.0)
     max_rotation_deg: float = 15.0
     p_intensity: float = 0.8
     scale: tuple[float, float] = (0.85, 1.15)
@@ -42,9 +46,9 @@ def augment_preset(level: str) -> AugmentOptions:
     """``full`` (everything above), ``light`` (geometry + scale/shift/gamma; no blur, noise, rings, streaks:
     faster to learn fine texture from) or ``none``."""
     if level == "full":
-        return AugmentOptions()
+        return AugmentOptions(p_zoom_in=0.3)
     if level == "light":
-        return AugmentOptions(p_blur=0.0, p_noise=0.0, p_rings=0.0, p_streaks=0.0)
+        return AugmentOptions(p_zoom_in=0.3, p_blur=0.0, p_noise=0.0, p_rings=0.0, p_streaks=0.0)
     if level == "none":
         return AugmentOptions(enabled=False)
     raise ValueError(f"augmentation level must be full, light or none, got {level!r}")
@@ -85,8 +89,10 @@ def _geometry(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, o: Augment
     if _coin(gen, o.p_rot90) and x.shape[-1] == x.shape[-2]:
         k = int(torch.randint(1, 4, (1,), generator=gen).item())
         x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
-    if _coin(gen, o.p_affine):
-        zoom = math.exp(_u(gen, math.log(o.zoom[0]), math.log(o.zoom[1])).item())
+    zoom_in = o.p_zoom_in > 0 and _coin(gen, o.p_zoom_in)
+    if zoom_in or _coin(gen, o.p_affine):
+        lo, hi = o.zoom_in if zoom_in else o.zoom
+        zoom = math.exp(_u(gen, math.log(lo), math.log(hi)).item())
         angle = math.radians(_u(gen, -o.max_rotation_deg, o.max_rotation_deg).item())
         tx, ty = _u(gen, -0.1, 0.1, 2).tolist()
         c, s = math.cos(angle) / zoom, math.sin(angle) / zoom
