@@ -42,13 +42,17 @@ class AugmentOptions:
     p_streaks: float = 0.2
 
 
+#: share of training crops zoomed in 1.25–4× by the ``full`` and ``light`` presets (0 for ``learn``'s defaults)
+TRAINING_ZOOM_IN = 0.3
+
+
 def augment_preset(level: str) -> AugmentOptions:
     """``full`` (everything above), ``light`` (geometry + scale/shift/gamma; no blur, noise, rings, streaks:
     faster to learn fine texture from) or ``none``."""
     if level == "full":
-        return AugmentOptions(p_zoom_in=0.3)
+        return AugmentOptions(p_zoom_in=TRAINING_ZOOM_IN)
     if level == "light":
-        return AugmentOptions(p_zoom_in=0.3, p_blur=0.0, p_noise=0.0, p_rings=0.0, p_streaks=0.0)
+        return AugmentOptions(p_zoom_in=TRAINING_ZOOM_IN, p_blur=0.0, p_noise=0.0, p_rings=0.0, p_streaks=0.0)
     if level == "none":
         return AugmentOptions(enabled=False)
     raise ValueError(f"augmentation level must be full, light or none, got {level!r}")
@@ -89,7 +93,7 @@ def _geometry(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, o: Augment
     if _coin(gen, o.p_rot90) and x.shape[-1] == x.shape[-2]:
         k = int(torch.randint(1, 4, (1,), generator=gen).item())
         x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
-    zoom_in = o.p_zoom_in > 0 and _coin(gen, o.p_zoom_in)
+    zoom_in = o.p_zoom_in > 0 and _coin(gen, o.p_zoom_in)  # no draw when off: `learn`'s sequence is unchanged
     if zoom_in or _coin(gen, o.p_affine):
         lo, hi = o.zoom_in if zoom_in else o.zoom
         zoom = math.exp(_u(gen, math.log(lo), math.log(hi)).item())
