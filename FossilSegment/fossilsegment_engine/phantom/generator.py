@@ -14,11 +14,16 @@ from ..volume import Volume
 from . import artifacts
 from .grid import Grid, distance_outside, upsample_linear
 from .matrix import block, cracks, inclusions, rock, voids
-from .shapes import FAMILY_BUILDERS, Parts
+from .limbs_and_armour import LIMB_AND_ARMOUR_BUILDERS
+from .shapes import FAMILY_BUILDERS as FIRST_BUILDERS
+from .shapes import Parts
 from .texture import bone_and_tooth, cavity_fill, contrast_floor, local_contrast_floor, rind
 
 GENERATOR_VERSION = "phantom-3"
-FAMILIES: tuple[str, ...] = tuple(FAMILY_BUILDERS)
+BUILDERS = {**FIRST_BUILDERS, **LIMB_AND_ARMOUR_BUILDERS}
+FAMILIES: tuple[str, ...] = tuple(BUILDERS)
+#: families drawn when none is named: the first six only, so every seed keeps the specimen it always made
+DRAWN_FAMILIES: tuple[str, ...] = tuple(FIRST_BUILDERS)
 #: size name -> array shape (k, j, i)
 SIZES: dict[str, tuple[int, int, int]] = {
     "small": (48, 96, 96),
@@ -44,11 +49,11 @@ def generate(seed: int, size: str = "small", family: str | None = None, teeth: b
              ) -> tuple[Volume, Volume, dict]:
     """A synthetic fossil CT: (uint16 CT volume, uint8 labels 0/1/2 on the same geometry, info dict).
 
-    ``family=None`` draws one of :data:`FAMILIES` from the seed. Same arguments -> identical output.
+    ``family=None`` draws one of :data:`DRAWN_FAMILIES` from the seed. Same arguments -> identical output.
     """
     _check(seed, size, family)
     rng = np.random.default_rng(int(seed))
-    drawn = FAMILIES[int(rng.integers(len(FAMILIES)))]  # always drawn: the stream stays aligned
+    drawn = DRAWN_FAMILIES[int(rng.integers(len(DRAWN_FAMILIES)))]  # always drawn: the stream stays aligned
     family = family or drawn
     shape = SIZES[size]
     si = float(rng.uniform(0.02, 0.1))
@@ -137,9 +142,9 @@ def _anatomy(family: str, grid: Grid, rng: np.random.Generator, teeth: bool, zoo
     ``zoom`` times thicker in voxels (a specimen scanned at higher resolution: thin parts 1–3 voxels at
     zoom 1, up to ~10 at 3.5)."""
     if zoom == 1.0:
-        return FAMILY_BUILDERS[family](grid, rng, teeth)
+        return BUILDERS[family](grid, rng, teeth)
     coarse = Grid(tuple(max(8, round(n / zoom)) for n in grid.shape), az=grid.az, scale=grid.scale)
-    parts = FAMILY_BUILDERS[family](coarse, rng, teeth)
+    parts = BUILDERS[family](coarse, rng, teeth)
 
     def up(mask: np.ndarray) -> np.ndarray:
         return upsample_linear(mask.astype(np.float32), grid.shape) > 0.5
