@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout-seeds", type=int, default=6)
     p.add_argument("--no-teeth", action="store_true", help="phantoms without teeth (labels 0/1 only)")
     args = p.parse_args(argv)
-    jobs = plan(args.train_seeds, args.test_seeds, args.heldout, args.heldout_seeds, tuple(args.train_only))
+    train_only = tuple(dict.fromkeys(args.train_only))  # a family named twice is made once
+    jobs = plan(args.train_seeds, args.test_seeds, args.heldout, args.heldout_seeds, train_only)
     for split, family, seed in tqdm(jobs, desc="phantoms", unit="specimen"):
         folder = args.out / split / f"{family}_s{seed}"
         if (folder / "phantom.json").is_file():
