@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _helpers_scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_fewshot.py"
 BIOMEDISA_PYTHON = Path("/work/biomedisa-venv/bin/python")
-spec = importlib.util.spec_from_file_location("bench_fewshot", SCRIPT)
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+bench = load_script("bench_fewshot")
 
 
 def _cone(n: int = 21, size: int = 64) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_gpu_paper_size.py"
+from _helpers_scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_gpu_paper_size", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_gpu_paper_size")
 
 
 def test_volume_is_uint16_kji_and_mirrored_past_its_tile() -> None:

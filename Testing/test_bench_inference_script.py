@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _helpers_scripts import load_script
 from fossilsegment_engine.errors import DeviceError
 from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.io.volume_io import read_volume
@@ -18,15 +17,10 @@ from fossilsegment_engine.models.store import load_model
 from fossilsegment_engine.resources import resource_path
 
 CPU = torch.device("cpu")
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_inference.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_inference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_inference")
 
 
 benchmark = _script()

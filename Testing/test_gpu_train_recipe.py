@@ -4,7 +4,6 @@ end where SimpleITK, pynrrd, slicerio and VTK cannot be imported, as on the devi
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _helpers_scripts import load_script
 from fossilsegment_engine import phantom
 from fossilsegment_engine.errors import InputError
 from fossilsegment_engine.training.data import find_specimens
@@ -24,10 +24,7 @@ ABSENT_ON_DEVICE = ("SimpleITK", "nrrd", "slicerio", "vtk", "itk")
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("gpu_train_recipe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_train_recipe")
 
 
 def _device_like_env(tmp_path: Path) -> dict[str, str]:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
+from _helpers_scripts import load_script
 from fossilsegment_engine.io import write_volume
 from fossilsegment_engine.volume import Volume
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "measure_ceiling.py"
-spec = importlib.util.spec_from_file_location("measure_ceiling", SCRIPT)
-ceiling = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ceiling)
+ceiling = load_script("measure_ceiling")
 
 
 def test_mean_dice_scores_only_the_given_slices() -> None:

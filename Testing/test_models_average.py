@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from _helpers_scripts import load_script
 from fossilsegment_engine.errors import InputError
 from fossilsegment_engine.models import ModelConfig, build_model, load_model, model_hash, save_model
 from fossilsegment_engine.models.average import average_models
 from fossilsegment_engine.models.config import default_classes
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(arch="unet", arch_options={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
 
 
@@ -82,10 +81,7 @@ def test_one_model_is_not_a_soup() -> None:
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("average_models", ROOT / "scripts" / "average_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("average_models")
 
 
 def test_script_writes_a_loadable_folder_with_provenance_and_never_overwrites(tmp_path: Path, capsys) -> None:

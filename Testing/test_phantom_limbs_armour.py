@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from _helpers_scripts import load_script
 from fossilsegment_engine import phantom
 from fossilsegment_engine.phantom import generator
 from fossilsegment_engine.phantom.grid import Grid
@@ -49,19 +50,8 @@ def test_carapace_is_a_sandwich_split_by_sutures():
     assert max(split) >= 2, split
 
 
-def _load_script(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_training_data_plan_adds_later_families_to_train_only():
-    make = _load_script("make_training_data")
+    make = load_script("make_training_data")
     base = make.plan(2, 1, "vertebra", 1)
     assert {f for _, f, _ in base} == set(generator.DRAWN_FAMILIES)  # test splits of every published figure
     more = make.plan(2, 1, "vertebra", 1, ("girdle", "carapace"))

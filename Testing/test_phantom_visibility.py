@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "phantom_visibility.py"
-spec = importlib.util.spec_from_file_location("phantom_visibility", SCRIPT)
-visibility = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(visibility)
+from _helpers_scripts import load_script
+
+visibility = load_script("phantom_visibility")
 
 
 def test_dprime_follows_the_contrast() -> None:

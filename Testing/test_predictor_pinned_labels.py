@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _helpers_scripts import load_script
 from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.volume import Volume
 
@@ -17,10 +17,7 @@ PINNED = REPO / "Testing" / "data" / "pinned_labels.npz"
 
 
 def _pin_script():
-    spec = importlib.util.spec_from_file_location("pin_labels", REPO / "scripts" / "pin_labels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pin_labels")
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _helpers_scripts import load_script
 from fossilsegment_engine.io import write_volume
 from fossilsegment_engine.training.data import find_specimens
 from fossilsegment_engine.volume import Volume
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "scale_robustness.py"
-spec = importlib.util.spec_from_file_location("scale_robustness", SCRIPT)
-scale = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(scale)
+scale = load_script("scale_robustness")
 
 
 class ThresholdPredictor:

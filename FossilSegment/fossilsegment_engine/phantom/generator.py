@@ -15,8 +15,7 @@ from . import artifacts
 from .grid import Grid, distance_outside, upsample_linear
 from .matrix import block, cracks, inclusions, rock, voids
 from .limbs_and_armour import LIMB_AND_ARMOUR_BUILDERS
-from .shapes import FAMILY_BUILDERS as FIRST_BUILDERS
-from .shapes import Parts
+from .shapes import FAMILY_BUILDERS as FIRST_BUILDERS, Parts
 from .texture import bone_and_tooth, cavity_fill, contrast_floor, local_contrast_floor, rind
 
 GENERATOR_VERSION = "phantom-3"
