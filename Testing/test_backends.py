@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from fossilsegment_engine.errors import DeviceError
-from fossilsegment_engine.inference import backends, device
+from fossilsegment_engine.inference import backends
 from fossilsegment_engine.inference.backends import COMPILE_MIN_PIXELS, CompiledNetwork, auto_compiles, check_backend
-from fossilsegment_engine.inference.device import resolve_inference_precision
 from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.volume import Volume
 
@@ -182,19 +181,6 @@ def test_auto_compiles_only_large_low_precision_cpu_jobs(monkeypatch: pytest.Mon
     assert not auto_compiles(torch.device("cuda", 0), torch.bfloat16, 4000 * 512 * 512)
     monkeypatch.setattr(backends, "can_compile", lambda dev: False)
     assert not auto_compiles(CPU, torch.bfloat16, 4000 * 512 * 512)  # no C++ compiler: never tried
-
-
-def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
-    assert resolve_inference_precision("auto", CPU) is torch.bfloat16
-    assert resolve_inference_precision("fp32", CPU) is None
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
-    assert resolve_inference_precision("auto", CPU) is None
-    assert resolve_inference_precision("bf16", CPU) is torch.bfloat16
-    with pytest.raises(DeviceError, match="fp16 is for GPUs"):
-        resolve_inference_precision("fp16", CPU)
-    with pytest.raises(DeviceError, match="unknown precision"):
-        resolve_inference_precision("fp8", CPU)
 
 
 def test_segmenter_plans_each_job_so_auto_compiles_large_ones(tiny_model_dir: Path,

@@ -55,9 +55,12 @@ def test_describe_devices_starts_with_the_cpu() -> None:
     assert found[0].startswith("cpu (") and found[0].endswith("threads)")
 
 
-def test_precision_on_cpu() -> None:
+def test_precision_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) is None  # fp32 by default on CPU (bf16 accuracy unchecked)
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) is None  # emulated bf16 is slower than fp32
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) is torch.bfloat16
     assert resolve_precision("fp32", cpu) is None
     assert resolve_precision("BF16", cpu) is torch.bfloat16
     with pytest.raises(FossilSegmentError, match="fp16 is for GPUs"):

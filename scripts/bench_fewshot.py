@@ -163,7 +163,7 @@ def learn_adapter(volume, labels, ks: list[int], args: argparse.Namespace) -> np
     from fossilsegment_engine.finetune.learn import LearnOptions, learn_and_segment
 
     extra = {} if args.max_steps is None else {"finetune_steps": args.max_steps}
-    options = LearnOptions(max_minutes=args.max_minutes, device=args.device, **extra)
+    options = LearnOptions(max_minutes=args.max_minutes, device=args.device, precision=args.precision, **extra)
     annotations = annotations_from_labelmap(labels, [(0, k) for k in ks])
     return np.asarray(learn_and_segment(volume, annotations, model=args.model, options=options).labels.array)
 
@@ -193,13 +193,16 @@ def run_method(method: str, work: Path, ks: list[int], args: argparse.Namespace)
 
     module, config = load_model(args.model)
     if method == "a":
-        return Predictor.from_module(module, config, device=args.device).predict_labels(volume).array
+        seg = Predictor.from_module(module, config, device=args.device, precision=args.precision)
+        return seg.predict_labels(volume).array
     from fossilsegment_engine.finetune import FinetuneOptions, finetune_in_memory
 
     extra = {} if args.max_steps is None else {"max_steps": args.max_steps}
     res = finetune_in_memory(volume, labels, ks, (module, config),
-                             FinetuneOptions(max_minutes=args.max_minutes, device=args.device, **extra))
-    return Predictor.from_module(res.module, res.config, device=args.device).predict_labels(volume).array
+                             FinetuneOptions(max_minutes=args.max_minutes, device=args.device, precision=args.precision,
+                                             **extra))
+    return Predictor.from_module(res.module, res.config, device=args.device,
+                                 precision=args.precision).predict_labels(volume).array
 
 
 def warm_imports(method: str) -> None:
@@ -265,7 +268,7 @@ def run_child(method: str, work: Path, ks: list[int], args: argparse.Namespace) 
     else:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, "--work", str(work),
                "--slices", ",".join(map(str, ks)), "--threads", str(args.threads), "--device", args.device,
-               "--max-minutes", str(args.max_minutes)]
+               "--max-minutes", str(args.max_minutes), "--precision", args.precision]
         cmd += ["--model", args.model] if args.model else []
         cmd += ["--max-steps", str(args.max_steps)] if args.max_steps is not None else []
     log = work / "child.log"
@@ -294,6 +297,8 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=3.0, help="time budget of (b0) and (b)")
     ap.add_argument("--max-steps", type=int, default=None, help="fine-tune steps of (b0) and (b) (default: their options')")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="of (a), (b0) and (b); auto as `fossilsegment learn` chooses it")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--biomedisa-python", default=None, help="python of a venv with biomedisa; (d) is skipped without")
     ap.add_argument("--biomedisa-nbrw", type=int, default=10,
@@ -321,7 +326,8 @@ def main() -> None:
         methods.remove("d")
     counts = [int(c) for c in args.counts.split(",")]
     settings = {"methods": methods, "counts": counts, "size": args.size, "model": args.model or "default",
-                "threads": args.threads, "max_minutes": args.max_minutes, "max_steps": args.max_steps,
+                "threads": args.threads, "precision": args.precision, "max_minutes": args.max_minutes,
+                "max_steps": args.max_steps,
                 "biomedisa": {"nbrw": args.biomedisa_nbrw, "sorw": args.biomedisa_sorw} if "d" in methods else None,
                 "load_average_start": os.getloadavg()}
     print(f"methods {methods}; counts {counts}; size {args.size}; model {args.model or 'default'}; "

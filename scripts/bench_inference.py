@@ -38,7 +38,7 @@ from fossilsegment_engine.errors import DeviceError, FossilSegmentError  # noqa:
 from fossilsegment_engine.inference.backends import (COMPILE_MIN_PIXELS, auto_compiles, can_compile,  # noqa: E402
                                                      check_backend, torchao_available)
 from fossilsegment_engine.inference.context import context_slices  # noqa: E402
-from fossilsegment_engine.inference.device import choose_device, cpu_name, resolve_inference_precision  # noqa: E402
+from fossilsegment_engine.inference.device import choose_device, cpu_name, resolve_precision  # noqa: E402
 from fossilsegment_engine.inference.normalize import apply_intensity_range, volume_intensity_range  # noqa: E402
 from fossilsegment_engine.inference.tiling import predict_tiled  # noqa: E402
 from fossilsegment_engine.progress import ProgressCallback  # noqa: E402
@@ -111,7 +111,7 @@ def parse_modes(names: list[str] | None, device: torch.device) -> list[str]:
             if key not in MODES:
                 raise DeviceError(f"unknown benchmark mode {name!r}; use {', '.join([*MODES, *ALIASES])}")
             check_backend(MODES[key][0])
-            resolve_inference_precision(MODES[key][1], device)  # fp16 on a CPU → clear error
+            resolve_precision(MODES[key][1], device)  # fp16 on a CPU → clear error
             if key not in out:
                 out.append(key)
     return out
@@ -268,7 +268,7 @@ def _auto_choice(seg: Any, dev: torch.device, slices: int, size: int) -> str:
     """The mode ``auto`` runs for this job: from its timed row when there is one, else by the rule."""
     if seg is not None:
         return seg.mode
-    dtype = resolve_inference_precision("auto", dev)
+    dtype = resolve_precision("auto", dev)
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     return f"{'compiled' if auto_compiles(dev, dtype, slices * size * size) else 'eager'}-{precision}"
 

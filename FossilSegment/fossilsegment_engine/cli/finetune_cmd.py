@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="model name (default: the output folder's name)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     add_device_option(p)
-    add_precision_option(p, "training")
+    add_precision_option(p)
     add_spacing_option(p)
     add_force_option(p)
     p.set_defaults(func=run)

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="time budget of the whole job: the network is fine-tuned for what classifying the scan "
                         "leaves of it")
     add_device_option(p)
-    add_precision_option(p, "training")
+    add_precision_option(p)
     add_cleanup_options(p)
     p.add_argument("--save-model", type=Path, default=None, metavar="DIR",
                    help="also save a model fine-tuned on the corrected axial (k) slices, for `segment --model DIR` "

@@ -12,12 +12,8 @@ from . import _progress
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "eager", "compiled", "int8")
 
-#: ``auto`` precision differs between running a model (Predictor) and training one; both texts live here
-PRECISION_HELP = {
-    "inference": "autocast precision; auto: bf16 on GPUs (fp16 where a GPU lacks bf16) and on CPUs with native "
-                 "bf16 (AVX512-BF16/AMX), else fp32",
-    "training": "autocast precision; auto: bf16 on GPUs (fp16 where a GPU lacks bf16), fp32 on CPUs",
-}
+PRECISION_HELP = ("autocast precision; auto: bf16 on GPUs (fp16 where a GPU lacks bf16) and on CPUs with native "
+                  "bf16 (AVX512-BF16/AMX), else fp32")
 FORCE_HELP = "overwrite outputs that already exist (without it, an existing output is an error and nothing is written)"
 
 
@@ -62,9 +58,9 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
 
 
-def add_precision_option(p: argparse.ArgumentParser, purpose: str = "inference") -> None:
-    """``--precision``; ``purpose``: inference (a Predictor runs the model) or training (also fine-tuning)."""
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP[purpose])
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """``--precision`` (running, training and fine-tuning a model alike)."""
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
 
 
 def add_batch_size_option(p: argparse.ArgumentParser) -> None:

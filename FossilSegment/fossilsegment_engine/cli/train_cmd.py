@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of specimens held out for validation")
     p.add_argument("--val-max-slices", type=int, default=64, help="validation slices per specimen (evenly spaced)")
     add_device_option(p)
-    add_precision_option(p, "training")
+    add_precision_option(p)
     add_threads_option(p)
     p.add_argument("--augment", default="full", choices=["full", "light", "none"],
                    help="full: geometry, intensity, blur, noise, rings, streaks; light: no blur/noise/rings/streaks")

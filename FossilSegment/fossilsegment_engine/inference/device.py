@@ -1,10 +1,9 @@
 """Choosing the compute device and numeric precision.
 
-Inference (:func:`resolve_inference_precision`), precision ``"auto"``: bf16 autocast on CUDA (fp16 where the GPU
-lacks bf16); on the CPU bf16 where it has native bf16 instructions (AVX512-BF16 or AMX), else fp32; fp32 on MPS.
-Without native bf16 the CPU emulates it, slower than fp32 (measurements: docs/benchmarks/speed_scale.md).
-
-Training (:func:`resolve_precision`), precision ``"auto"``: bf16 (or fp16) on CUDA, fp32 on CPU and MPS.
+Precision ``"auto"`` (:func:`resolve_precision`, the same for inference, training and fine-tuning): bf16 autocast
+on CUDA (fp16 where the GPU lacks bf16); on the CPU bf16 where it has native bf16 instructions (AVX512-BF16 or AMX),
+else fp32; fp32 on MPS. Without native bf16 the CPU emulates it, slower than fp32 (measurements:
+docs/benchmarks/speed_scale.md; training: docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     if name == "fp32":
         return None
     if name == "fp16" and device.type == "cpu":
@@ -106,15 +105,6 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):  # older torch or a non-x86 build
         return False
-
-
-def resolve_inference_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Like :func:`resolve_precision` for inference: ``auto`` on a CPU with native bf16 is bf16, not fp32."""
-    dtype = resolve_precision(precision, device)
-    name = _PRECISION_ALIASES[str(precision).strip().lower()]
-    if name == "auto" and device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:

@@ -25,7 +25,7 @@ from ..volume import Volume
 from . import backends
 from .backends import (CompiledNetwork, EagerNetwork, auto_compiles, calibration_stack, check_backend, check_int8,
                        first_line, is_oom)
-from .device import choose_device, resolve_inference_precision
+from .device import choose_device, resolve_precision
 from .normalize import volume_intensity_range
 from .postprocess import PostprocessOptions
 from .postprocess import postprocess as clean_labels
@@ -66,7 +66,7 @@ class Predictor:
                  precision: str = "auto", backend: str = "auto", batch_size: int | None = None) -> None:
         """``module`` (moved to ``device``, eval, channels_last) with its ``config``.
 
-        ``precision``: auto | fp32 | bf16 | fp16 (:func:`.device.resolve_inference_precision`); ``backend``:
+        ``precision``: auto | fp32 | bf16 | fp16 (:func:`.device.resolve_precision`); ``backend``:
         auto | eager | compiled | int8 (:mod:`.backends`); ``batch_size`` None → CPU: 4 slices, GPU: measured
         from free memory on the first slice.
         """
@@ -80,7 +80,7 @@ class Predictor:
         self._config = config
         self._inferer = SliceInferer.from_config(config)
         self._precision = precision
-        self._dtype = resolve_inference_precision(precision, dev)
+        self._dtype = resolve_precision(precision, dev)
         self._batch_size = batch_size
         self._module = module
         self._place(dev)
@@ -319,7 +319,7 @@ class Predictor:
         log.warning("out of memory on %s even one slice at a time; continuing on the CPU (slower)", self._device)
         cpu = torch.device("cpu")
         try:
-            self._dtype = resolve_inference_precision(self._precision, cpu)
+            self._dtype = resolve_precision(self._precision, cpu)
         except DeviceError:  # fp16 is GPU-only
             self._dtype = None
         self._place(cpu)

@@ -48,7 +48,8 @@ _OWN_FILES = ("model.safetensors", "config.json", LOG_FILE, "MODEL_CARD.md")
 
 @dataclass
 class TrainOptions:
-    """Everything a training run needs. ``precision``: auto = bf16 on CUDA, fp32 on CPU; "bf16" forces it.
+    """Everything a training run needs. ``precision``: auto = bf16 on CUDA and on CPUs with native bf16, else
+    fp32 (:func:`..inference.device.resolve_precision`); "bf16" forces it.
 
     The model: ``arch`` (None: the registry's default) with the ``arch_options`` given (the rest: its defaults,
     see :mod:`..models.archs`), ``context_slices`` (None: 1) and a Tooth class if ``teeth``. With ``init_from``
