@@ -29,6 +29,19 @@ def test_targets_name_the_weakest_family_and_the_smallest_margin_per_size() -> N
     assert "| held-out family, bone mean Dice | – | ≥ 0.9 | no |" in bench.targets_table(medium, None, None, "m")
 
 
+def test_the_ceiling_note_names_its_file_and_steps(tmp_path) -> None:
+    import json
+
+    bench = _script()
+    path = tmp_path / "docs" / "ceiling.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"rows": [{"family": "skull", "ceiling": 0.9, "steps": 2000},
+                                         {"family": "plates", "ceiling": 0.8, "steps": 2000}]}))
+    note = bench.ceiling_note(path, tmp_path)
+    assert "[ceiling.json](docs/ceiling.json)" in note and "2000 steps" in note
+    assert "no ceiling file" in bench.ceiling_note(tmp_path / "missing.json", tmp_path)
+
+
 def test_a_folder_without_test_splits_is_refused_before_any_work(tmp_path, capsys) -> None:
     import pytest
 

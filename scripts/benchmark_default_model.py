@@ -77,7 +77,8 @@ def family_table(report: dict[str, Any]) -> list[str]:
 
 
 OTHER_BENCHMARKS = [
-    "- How the default model was made and chosen, its ceiling per family, the training runs (issue 14): "
+    "- How the default model was made and chosen, its ceiling per family, the training runs, voxel scale, more "
+    "anatomy families, why fine-tuning loses the held-out vertebrae and what a wider decoder fits (issue 14): "
     "[docs/benchmarks/phantom3.md](docs/benchmarks/phantom3.md)",
     "- Real-scan sanity for any model, one command (`scripts/speckle_report.py`): speckle (pieces < 30 px per slice), "
     "false-positive share on no-bone scans and bright bone kept, on the shared scans and six qim3d CT volumes, QC "
@@ -120,6 +121,18 @@ def _ceilings(path: Path | None) -> dict[str, float]:
     if path is None or not path.is_file():
         return {}
     return {row["family"]: row["ceiling"] for row in json.loads(path.read_text())["rows"]}
+
+
+def ceiling_note(path: Path | None, md_dir: Path) -> str:
+    """Where the ceiling in the targets table comes from (file, steps), or that there is none."""
+    if path is None or not path.is_file():
+        return "Ceiling: no ceiling file (`scripts/measure_ceiling.py --json`)."
+    steps = sorted({row.get("steps") for row in json.loads(path.read_text())["rows"]} - {None})
+    rel = os.path.relpath(path, md_dir)
+    return (f"Ceiling: [{path.name}]({rel}) — the start model fine-tuned for {'/'.join(map(str, steps)) or '?'} steps "
+            "on every other slice of one specimen per family, scored on the slices in between "
+            "(`scripts/measure_ceiling.py`): what this architecture reaches on one specimen, a lower bound of what "
+            "the data allows.")
 
 
 def _row(name: str, value: float | None, target: float, label: str = "") -> str:
@@ -179,6 +192,7 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         f"**{recipe.get('heldout_family')}** family, never seen in training.", "",
         "## Issue targets (bone mean Dice)", "",
         *targets_table(report, hb, ceiling.get(recipe.get("heldout_family")), str(recipe.get("size")), small), "",
+        ceiling_note(args.ceiling, args.md.parent), "",
         "## Bone (label 1)", "",
         "mean Dice / mean IoU: mean over axial slices where truth or prediction has bone (the paper's figure); "
         "volume Dice / IoU: over all voxels; slices and voxels pooled over the specimens of each split.", "",
@@ -218,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--assets", type=Path, default=REPO / "docs" / "benchmarks")
-    p.add_argument("--ceiling", type=Path, default=REPO / "docs" / "benchmarks" / "phantom3_ceiling.json",
+    p.add_argument("--ceiling", type=Path, default=REPO / "docs" / "benchmarks" / "phantom3_ceiling_2000steps.json",
                    help="per-family ceilings (scripts/measure_ceiling.py --json)")
     args = p.parse_args(argv)
     command = "python scripts/benchmark_default_model.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
