@@ -56,3 +56,20 @@ def test_a_folder_without_test_splits_is_refused_before_any_work(tmp_path, capsy
     assert exit_info.value.code == 2
     assert "small has no test_heldout folder" in capsys.readouterr().err
     assert not md.exists() and not (tmp_path / "assets").exists()
+
+
+def test_a_bad_ceiling_file_is_refused_before_any_work(tmp_path, capsys) -> None:
+    import pytest
+
+    bench = _script()
+    for split in ("test_seen", "test_heldout"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+    bad = tmp_path / "ceiling.json"
+    bad.write_text('{"rows": [{"family": "skull"}]}')
+    md = tmp_path / "BENCHMARKS.md"
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--data-root", str(tmp_path / "data"), "--ceiling", str(bad), "--md", str(md),
+                    "--assets", str(tmp_path / "assets")])
+    assert exit_info.value.code == 2
+    assert "is not a scripts/measure_ceiling.py --json file" in capsys.readouterr().err
+    assert not md.exists() and not (tmp_path / "assets").exists()

@@ -116,18 +116,30 @@ def origin(config: Any) -> str:
     return f"best epoch {t.get('best_epoch')}, validation mean Dice {_f(t.get('validation_mean_dice'))} ({what})"
 
 
-def _ceilings(path: Path | None) -> dict[str, float]:
-    """Family → measured ceiling (``scripts/measure_ceiling.py --json``), empty without a file."""
+def ceiling_rows(path: Path | None) -> list[dict[str, Any]]:
+    """The rows of a ``scripts/measure_ceiling.py --json`` file, [] without one; ValueError naming a bad file."""
     if path is None or not path.is_file():
-        return {}
-    return {row["family"]: row["ceiling"] for row in json.loads(path.read_text())["rows"]}
+        return []
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        if not all(isinstance(r["family"], str) and isinstance(r["ceiling"], (int, float)) for r in rows):
+            raise TypeError("a row without a family name and a ceiling")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"ceiling file {path} is not a scripts/measure_ceiling.py --json file ({exc})") from None
+    return rows
+
+
+def _ceilings(path: Path | None) -> dict[str, float]:
+    """Family → measured ceiling, empty without a file."""
+    return {row["family"]: row["ceiling"] for row in ceiling_rows(path)}
 
 
 def ceiling_note(path: Path | None, md_dir: Path) -> str:
     """Where the ceiling in the targets table comes from (file, steps), or that there is none."""
-    if path is None or not path.is_file():
+    rows = ceiling_rows(path)
+    if not rows:
         return "Ceiling: no ceiling file (`scripts/measure_ceiling.py --json`)."
-    steps = sorted({row.get("steps") for row in json.loads(path.read_text())["rows"]} - {None})
+    steps = sorted({row.get("steps") for row in rows} - {None})
     rel = os.path.relpath(path, md_dir)
     return (f"Ceiling: [{path.name}]({rel}) — the start model fine-tuned for {'/'.join(map(str, steps)) or '?'} steps "
             "on every other slice of one specimen per family, scored on the slices in between "
@@ -240,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         missing = [s for s in ("test_seen", "test_heldout") if not (root / s).is_dir()]
         if missing:
             p.error(f"{root} has no {' or '.join(missing)} folder (make it with scripts/make_training_data.py)")
+    try:
+        ceiling_rows(args.ceiling)  # a bad file fails here, before any work
+    except ValueError as exc:
+        p.error(str(exc))
     recipe = _recipe(args.data_root)
     t0 = time.monotonic()
     seg = Predictor.load(args.model, device=args.device)
