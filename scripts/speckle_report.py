@@ -156,17 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crops", type=int, default=2, help="1:1 crops where the specks are densest")
     p.add_argument("--crop", type=int, default=256, help="crop side in pixels, shown 1:1")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--thorough", action="store_true", help="segment with the engine's five passes (--thorough)")
     args = p.parse_args(argv)
     scans = _scans(args)
-    seg = Predictor.load(args.model, device=args.device)
-    tag = args.tag or seg.config.name
+    seg = Predictor.load(args.model, device=args.device, thorough=args.thorough)
+    tag = args.tag or seg.config.name + ("-thorough" if args.thorough else "")
     outputs = [args.montage_dir / f"speckle_{s.name}_{tag}.png" for s in scans] if args.montage_dir else []
     try:
         for path in outputs + ([args.json] if args.json else []):
             check_can_write(path, args.force)  # refuse before the long part
     except OutputError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    print(f"model {seg.config.name}; pieces < {args.max_px} px per slice (8-connected)")
+    print(f"model {seg.config.name}{' (thorough)' if args.thorough else ''}; pieces < {args.max_px} px per slice (8-connected)")
     rows = []
     for i, scan in enumerate(scans):
         labels = seg.predict_labels(scan.volume, slice_range=scan.slices)
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             write_png(rgb, outputs[i], args.force)
             print(f"  montage {outputs[i]}")
     if args.json is not None:
-        report = {"model": seg.config.name, "weights_sha256": seg.config.weights_sha256, "max_px": args.max_px,
+        report = {"model": seg.config.name, "weights_sha256": seg.config.weights_sha256,
+                  "thorough": args.thorough, "max_px": args.max_px,
                   "rows": rows}
         with atomic_path(args.json, args.force) as tmp:
             tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

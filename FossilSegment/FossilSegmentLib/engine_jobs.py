@@ -36,11 +36,13 @@ def regionOptions(sliceRange: Optional[tuple[int, int]], roi: Optional[Box]) -> 
 
 def segmentCommands(model: Optional[str] = None, device: str = "auto", batchSize: Optional[int] = None,
                     minIslandVoxels: int = 64, fillHoles: bool = True, sliceRange: Optional[tuple[int, int]] = None,
-                    roi: Optional[Box] = None) -> list[list[str]]:
-    """``segment`` VOLUME_FILE → RESULT_FILE (class-valued labelmap on the volume's grid)."""
+                    roi: Optional[Box] = None, thorough: bool = False) -> list[list[str]]:
+    """``segment`` VOLUME_FILE → RESULT_FILE (class-valued labelmap on the volume's grid); ``thorough``: the mean
+    of five passes (the CLI's ``--thorough``)."""
     cmd = ["segment", VOLUME_FILE, "--labelmap", RESULT_FILE, *modelOptions(model, device),
            "--min-island", str(int(minIslandVoxels)), *regionOptions(sliceRange, roi)]
     cmd += ["--batch-size", str(int(batchSize))] if batchSize else []
+    cmd += ["--thorough"] if thorough else []
     return [cmd + ([] if fillHoles else ["--no-fill-holes"])]
 
 

@@ -105,8 +105,9 @@ class JobLogicMixin:
     def startSegmentation(self, inputVolume, outputSegmentation=None, model: Optional[str] = None,
                           device: str = "auto", batchSize: Optional[int] = None, minIslandVoxels: int = 64,
                           fillHoles: bool = True, sliceRange: Optional[tuple[int, int]] = None,
-                          overwrite: bool = False, roiNode=None) -> LogicJob:
-        """Check the inputs, write the scan to a job folder and start ``segment`` in its own process."""
+                          overwrite: bool = False, roiNode=None, thorough: bool = False) -> LogicJob:
+        """Check the inputs, write the scan to a job folder and start ``segment`` in its own process
+        (``thorough``: the mean of five passes, about 5× the time)."""
         classes = self.classesOf(model)
         self._checkConflicts(outputSegmentation, classes, overwrite)  # fail before the slow part
         roi = self.boxFromROI(inputVolume, roiNode) if roiNode is not None else None
@@ -116,7 +117,8 @@ class JobLogicMixin:
         region_box(volume.shape, sliceRange, roi)  # a bad range is an error here, not in the process
         folder = newJobFolder()
         self._writeInput(folder, engine_jobs.VOLUME_FILE, volume)
-        commands = engine_jobs.segmentCommands(model, device, batchSize, minIslandVoxels, fillHoles, sliceRange, roi)
+        commands = engine_jobs.segmentCommands(model, device, batchSize, minIslandVoxels, fillHoles, sliceRange, roi,
+                                               thorough)
         return self._launch("segment", commands, folder, dict(inputVolume=inputVolume, volume=volume,
                              outputSegmentation=outputSegmentation, classes=classes, overwrite=overwrite))
 

@@ -196,11 +196,12 @@ class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
                   batchSize: Optional[int] = None, minIslandVoxels: int = 64, fillHoles: bool = True,
                   sliceRange: Optional[tuple[int, int]] = None, progress: Optional[ProgressCallback] = None,
                   cancel: Optional[CancelToken] = None,
-                  segmenterFactory: Optional[SegmenterFactory] = None, roi: Optional[Box] = None) -> Volume:
+                  segmenterFactory: Optional[SegmenterFactory] = None, roi: Optional[Box] = None,
+                  thorough: bool = False) -> Volume:
         """The engine's uint8 labelmap for ``volume`` (same geometry). Raises ``Cancelled`` when cancelled.
 
         ``roi`` (a voxel :class:`Box`, e.g. from :meth:`boxFromROI`): voxels outside it are 0; with a
-        ``sliceRange`` too, only their common slices are segmented."""
+        ``sliceRange`` too, only their common slices are segmented. ``thorough``: the mean of five passes."""
         from fossilsegment_engine.inference.postprocess import PostprocessOptions
 
         box = region_box(volume.shape, sliceRange, roi)  # bad range/ROI: an error before the model loads
@@ -210,7 +211,7 @@ class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
         # one bar for both steps; the 3D clean-up takes roughly a tenth of the CPU time of segmenting
         segmenting, cleaning = phases(progress, [10, 1])
         labelmap = segmenter.predict_labels(volume, progress=segmenting, cancel=cancel, postprocess=options, roi=box,
-                                            cleanup_progress=cleaning)
+                                            cleanup_progress=cleaning, **({"thorough": True} if thorough else {}))
         check_cancelled(cancel)
         return labelmap
 
@@ -309,12 +310,12 @@ class FossilSegmentLogic(JobLogicMixin, CorrectionsLogicMixin):
     def process(self, inputVolume, outputSegmentation=None, model: Optional[str] = None, device: str = "auto",
                 batchSize: Optional[int] = None, minIslandVoxels: int = 64, fillHoles: bool = True,
                 sliceRange: Optional[tuple[int, int]] = None, progress: Optional[ProgressCallback] = None,
-                cancel: Optional[CancelToken] = None, overwrite: bool = False, roiNode=None):
-        """Segment ``inputVolume`` (only the voxels ``roiNode``, a markups ROI, touches, when given) in a
-        separate engine process, blocking, through the panel's code path; return the segmentation node.
-        On cancel or error the scene is unchanged."""
+                cancel: Optional[CancelToken] = None, overwrite: bool = False, roiNode=None, thorough: bool = False):
+        """Segment ``inputVolume`` (only the voxels ``roiNode``, a markups ROI, touches, when given; ``thorough``:
+        the mean of five passes) in a separate engine process, blocking, through the panel's code path; return
+        the segmentation node. On cancel or error the scene is unchanged."""
         self.startSegmentation(inputVolume, outputSegmentation, model, device, batchSize, minIslandVoxels,
-                               fillHoles, sliceRange, overwrite, roiNode)
+                               fillHoles, sliceRange, overwrite, roiNode, thorough)
         return self.waitJob(progress, cancel)
 
     # ------------------------------------------------------------------ results

@@ -278,7 +278,7 @@ class FossilSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.inputVolume, p.outputSegmentation, model=p.model or None, device=p.device or "auto",
             batchSize=p.batchSize or None, minIslandVoxels=p.minIslandVoxels, fillHoles=p.fillHoles,
             sliceRange=(p.sliceStart, p.sliceStop) if p.useSliceRange else None, overwrite=overwrite,
-            roiNode=p.roi))
+            roiNode=p.roi, thorough=p.thorough))
 
     def onFitROI(self) -> None:
         """Fit the selected ROI (a new one when none) to the input volume."""

@@ -88,7 +88,8 @@ def provenance(segmenter: Any, volume: Volume, parameters: dict[str, Any],
         "input_spacing_mm": list(volume.spacing),
         "input_notes": list(volume.meta.get("notes", [])),  # e.g. "RGB converted to luminance"
         "parameters": parameters,
-        "inference": {"mode": getattr(segmenter, "mode", None)},  # what ran (known after predicting), e.g. eager-bf16
+        # what ran (known after predicting), e.g. eager-bf16 and the passes averaged
+        "inference": {"mode": getattr(segmenter, "mode", None), "passes": getattr(segmenter, "passes", None)},
         "corrected_slices": sorted({int(k) for k in corrected_slices}) if corrected_slices else [],
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -20,7 +20,7 @@ _LOADED: dict[tuple, Any] = {}
 
 
 def _segmenter(options: BatchOptions) -> Any:
-    key = (options.model, options.device, options.batch_size, options.precision, options.backend)
+    key = (options.model, options.device, options.batch_size, options.precision, options.backend, options.thorough)
     if key not in _LOADED:
         _LOADED[key] = load_segmenter(options)
     return _LOADED[key]

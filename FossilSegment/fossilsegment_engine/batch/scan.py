@@ -28,6 +28,7 @@ class BatchOptions:
     batch_size: int | None = None
     precision: str = "auto"
     backend: str = "auto"
+    thorough: bool = False
     min_island_voxels: int = 64
     fill_holes: bool = True
     mesh: MeshOptions = field(default_factory=MeshOptions)
@@ -36,7 +37,7 @@ class BatchOptions:
     def parameters(self, device: str) -> dict[str, Any]:
         """The provenance ``parameters`` of a scan run on ``device``."""
         return {"device": device, "batch_size": self.batch_size, "precision": self.precision,
-                "backend": self.backend, "min_island_voxels": self.min_island_voxels, "fill_holes": self.fill_holes, "batch": True}
+                "backend": self.backend, "thorough": self.thorough, "min_island_voxels": self.min_island_voxels, "fill_holes": self.fill_holes, "batch": True}
 
 
 @dataclass
@@ -66,7 +67,7 @@ def load_segmenter(options: BatchOptions):
     from ..inference.predictor import Predictor
 
     return Predictor.load(options.model, device=options.device, batch_size=options.batch_size,
-                          precision=options.precision, backend=options.backend)
+                          precision=options.precision, backend=options.backend, thorough=options.thorough)
 
 
 def bone_volume_mm3(labelmap: Any, classes: list[dict]) -> float:

@@ -85,6 +85,10 @@ def add_inference_options(p: argparse.ArgumentParser, backend: str = "auto") -> 
                    help="auto: chosen per job by the engine (eager, or torch.compile for large CPU jobs where a C++ "
                         "compiler exists); eager: plain PyTorch; compiled: torch.compile; int8: quantized, CPU only, "
                         "needs torchao (opt-in: auto never chooses it)")
+    p.add_argument("--thorough", action="store_true",
+                   help="average five passes (axial, coronal, sagittal, and axial mirrored left-right and up-down): "
+                        "about 5x slower and needs a copy of the volume in memory, more accurate (docs/benchmarks/"
+                        "thorough.md); a view whose slices are under 32 pixels a side or very anisotropic is left out")
 
 
 def add_cleanup_options(p: argparse.ArgumentParser) -> None:
@@ -114,11 +118,11 @@ def add_progress_option(p: argparse.ArgumentParser) -> None:
 
 
 def load_segmenter(args: argparse.Namespace):
-    """The Predictor for ``--model/--device/--batch-size/--precision/--backend`` (loaded once)."""
+    """The Predictor for ``--model/--device/--batch-size/--precision/--backend/--thorough`` (loaded once)."""
     from ..inference.predictor import Predictor
 
     return Predictor.load(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision,
-                          backend=getattr(args, "backend", "auto"))
+                          backend=getattr(args, "backend", "auto"), thorough=bool(getattr(args, "thorough", False)))
 
 
 def postprocess_options(args: argparse.Namespace) -> Any:

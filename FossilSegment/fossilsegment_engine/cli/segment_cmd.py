@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("input %s: %s voxels (k, j, i), spacing %s mm; model %s on %s", args.input, volume.shape,
              tuple(round(s, 6) for s in volume.spacing), segmenter.config.name, segmenter.device)
     parameters = {"device": str(segmenter.device), "batch_size": args.batch_size, "precision": args.precision,
-                  "min_island_voxels": args.min_island, "fill_holes": not args.no_fill_holes,
+                  "thorough": args.thorough, "min_island_voxels": args.min_island, "fill_holes": not args.no_fill_holes,
                   "slices": list(slice_range) if slice_range else None, **roi_record}
     where = {"roi": roi} if roi is not None else {"slice_range": slice_range}  # the ROI holds --slices too
     with progress_bar("segmenting") as progress, progress_bar("cleaning up", percent=True) as cleanup:
@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     for report in record.mesh_reports:
         print(f"mesh {report['segment']}: {report['triangles']:,} triangles, {report['volume_mm3']:.4g} mm³, "
               f"{report['connected_components']} piece(s), {'watertight' if report['watertight'] else 'NOT watertight'}")
+    if args.thorough:
+        print(f"thorough: mean of {len(segmenter.passes)} passes ({', '.join(segmenter.passes)})")
     for note in record.notes:
         print(note)
     for path in record.written:

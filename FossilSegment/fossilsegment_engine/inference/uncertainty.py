@@ -15,7 +15,7 @@ slices better (Spearman); :data:`DEFAULT_METHOD` is the winner there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -23,41 +23,19 @@ from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..roi import Box
 from ..volume import Volume
+from .passes import AXIAL, CORONAL, MIRROR_I, MIRROR_IJ, MIRROR_J, SAGITTAL, Pass, summed_probabilities
 
 METHODS = ("tta", "views", "softmax")
 #: chosen by scripts/bench_finetune.py (AUROC of uncertainty vs error voxels on held-out-family phantoms)
 DEFAULT_METHOD = "tta"
 
-#: (array → transformed array, probabilities (C, …) of the transformed array → probabilities in the original
-#: layout, (box, shape) → the same voxels' box in the transformed array)
-_Pass = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray],
-              Callable[[Box, tuple[int, ...]], Box]]
+_METHOD_PASSES = {"softmax": (AXIAL,), "tta": (AXIAL, MIRROR_I, MIRROR_J, MIRROR_IJ), "views": (AXIAL, CORONAL, SAGITTAL)}
 
 
-def _flip_j(b: Box, shape: tuple[int, ...]) -> Box:
-    return Box(b.k0, b.k1, shape[1] - b.j1, shape[1] - b.j0, b.i0, b.i1)
-
-
-def _flip_i(b: Box, shape: tuple[int, ...]) -> Box:
-    return Box(b.k0, b.k1, b.j0, b.j1, shape[2] - b.i1, shape[2] - b.i0)
-
-
-def _passes(method: str) -> list[_Pass]:
-    same = (lambda a: a, lambda p: p, lambda b, s: b)
-    if method == "softmax":
-        return [same]
-    if method == "tta":
-        return [same,
-                (lambda a: a[:, :, ::-1], lambda p: p[..., ::-1], _flip_i),
-                (lambda a: a[:, ::-1, :], lambda p: p[..., ::-1, :], _flip_j),
-                (lambda a: a[:, ::-1, ::-1], lambda p: p[..., ::-1, ::-1], lambda b, s: _flip_i(_flip_j(b, s), s))]
-    if method == "views":
-        return [same,  # coronal: slices along j; sagittal: slices along i
-                (lambda a: a.transpose(1, 0, 2), lambda p: p.transpose(0, 2, 1, 3),
-                 lambda b, s: Box(b.j0, b.j1, b.k0, b.k1, b.i0, b.i1)),
-                (lambda a: a.transpose(2, 0, 1), lambda p: p.transpose(0, 2, 3, 1),
-                 lambda b, s: Box(b.i0, b.i1, b.k0, b.k1, b.j0, b.j1))]
-    raise InputError(f"unknown uncertainty method {method!r}; choose one of: {', '.join(METHODS)}")
+def _passes(method: str) -> tuple[Pass, ...]:
+    if method not in _METHOD_PASSES:
+        raise InputError(f"unknown uncertainty method {method!r}; choose one of: {', '.join(METHODS)}")
+    return _METHOD_PASSES[method]
 
 
 def mean_probabilities(segmenter: Any, volume: Volume, method: str = DEFAULT_METHOD,
@@ -66,32 +44,23 @@ def mean_probabilities(segmenter: Any, volume: Volume, method: str = DEFAULT_MET
     """Mean softmax probabilities ``(n_classes, K, J, I)`` float32 over the passes of ``method``.
 
     ``roi``: only that box is predicted in every pass (all probabilities 0 outside it, entropy 0 there).
+    Each pass is the segmenter's single pass (a thorough predictor does not repeat its own passes here).
     """
     passes = _passes(method)
     if roi is not None:
         roi.check_inside(volume.shape)
-    total = len(passes) * (roi.shape[0] if roi is not None else 0) or \
-        sum(forward(volume.array).shape[0] for forward, _, _ in passes)
-    done = 0
-    acc: np.ndarray | None = None
-    for forward, back, move_box in passes:
-        check_cancelled(cancel)
-        array = np.ascontiguousarray(forward(volume.array))
-        where = {} if roi is None else {"roi": move_box(roi, volume.shape)}
-        offset = done
+    single = {"thorough": False} if getattr(segmenter, "thorough", False) else {}
 
-        def report(d: int, _t: int, offset: int = offset) -> None:
-            if progress is not None:
-                progress(offset + d, total)
-
+    def predict(array: np.ndarray, box: Box, report: ProgressCallback | None, cancel: CancelToken | None
+                ) -> np.ndarray:
+        where = {} if roi is None else {"roi": box}
         probs = segmenter.predict_probabilities(Volume(array), progress=report, cancel=cancel, postprocess=None,
-                                                **where).probabilities
-        stacked = back(np.stack([p.array for p in probs])).astype(np.float32)
-        acc = stacked if acc is None else acc + stacked
-        done += where["roi"].shape[0] if where else array.shape[0]
-    assert acc is not None
-    acc /= 255.0 * len(passes)
-    return acc
+                                                **where, **single).probabilities
+        return np.stack([p.array for p in probs])
+
+    box = roi if roi is not None else Box.whole(volume.shape)
+    acc = summed_probabilities(predict, volume.array, passes, box, progress, cancel)
+    return acc.astype(np.float32) / np.float32(255.0 * len(passes))
 
 
 def normalized_entropy(probs: np.ndarray) -> np.ndarray:
