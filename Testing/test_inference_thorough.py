@@ -96,10 +96,10 @@ def test_thorough_probabilities_are_the_mean_of_the_five_passes_and_labels_their
 
 
 def test_thorough_progress_counts_every_pass_and_nothing_outside_the_box():
-    vol, box = _scan(), Box(4, 30, 5, 35, 6, 40)
+    vol, box = _scan(), Box(1, 35, 2, 38, 4, 42)  # each side ≥ 32 px: every view is used
     seen: list[tuple[int, int]] = []
     labels = _predictor(thorough=True).predict_labels(vol, roi=box, progress=lambda d, t: seen.append((d, t)))
-    total = 26 + 30 + 34 + 26 + 26  # the box's slices along k, j, i, then k twice (mirrors)
+    total = 34 + 36 + 38 + 34 + 34  # the box's slices along k, j, i, then k twice (mirrors)
     assert seen[-1] == (total, total) and all(t == total for _, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     outside = np.ones(vol.shape, bool)
@@ -141,3 +141,15 @@ def test_the_panel_s_segment_command_asks_for_thorough_only_when_ticked(thorough
 
     (command,) = engine_jobs.segmentCommands(thorough=thorough)
     assert build_parser().parse_args(command).thorough is thorough
+
+
+def test_a_box_too_thin_for_the_views_gets_the_mirrors_only():
+    seg = _predictor(thorough=True)
+    seg.predict_labels(_scan(), slice_range=(10, 20))  # coronal and sagittal slices of the box: 10 rows
+    assert seg.passes == [AXIAL.name, MIRROR_I.name, MIRROR_J.name]
+
+
+def test_tune_threshold_offers_no_thorough(tmp_path: Path, tiny_model_dir: Path):
+    with pytest.raises(SystemExit):  # its offset is applied to each pass's logits: tuned on one pass only
+        main(["tune-threshold", "--model", str(tiny_model_dir), "--data", str(tmp_path), "-o", str(tmp_path / "m"),
+              "--thorough"])

@@ -75,8 +75,9 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default: torch's choice)")
 
 
-def add_inference_options(p: argparse.ArgumentParser, backend: str = "auto") -> None:
-    """What loads and runs a model: ``--model --device --batch-size --precision --backend``."""
+def add_inference_options(p: argparse.ArgumentParser, backend: str = "auto", thorough: bool = True) -> None:
+    """What loads and runs a model: ``--model --device --batch-size --precision --backend`` (and ``--thorough``
+    unless ``thorough`` is False)."""
     add_model_option(p)
     add_device_option(p)
     add_batch_size_option(p)
@@ -85,9 +86,11 @@ def add_inference_options(p: argparse.ArgumentParser, backend: str = "auto") -> 
                    help="auto: chosen per job by the engine (eager, or torch.compile for large CPU jobs where a C++ "
                         "compiler exists); eager: plain PyTorch; compiled: torch.compile; int8: quantized, CPU only, "
                         "needs torchao (opt-in: auto never chooses it)")
+    if not thorough:
+        return
     p.add_argument("--thorough", action="store_true",
                    help="average five passes (axial, coronal, sagittal, and axial mirrored left-right and up-down): "
-                        "about 5x slower and needs a copy of the volume in memory, more accurate (docs/benchmarks/"
+                        "about 5x slower and holds a copy of the volume in memory, more accurate (docs/benchmarks/"
                         "thorough.md); a view whose slices are under 32 pixels a side or very anisotropic is left out")
 
 

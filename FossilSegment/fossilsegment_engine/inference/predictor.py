@@ -71,8 +71,9 @@ class Predictor:
         ``precision``: auto | fp32 | bf16 | fp16 (:func:`.device.resolve_precision`); ``backend``:
         auto | eager | compiled | int8 (:mod:`.backends`); ``batch_size`` None → CPU: 4 slices, GPU: measured
         from free memory on the first slice. ``thorough``: every prediction is the mean of the
-        :data:`.passes.THOROUGH` passes (axial, coronal, sagittal, two mirrors) — about 5× the time, and a
-        copy of the volume plus 2 bytes per class and voxel more memory.
+        :data:`.passes.THOROUGH` passes (axial, coronal, sagittal, two mirrors; a reslice of the predicted box
+        too small or too anisotropic is left out) — about 5× the time, and a copy of the volume plus 3 bytes per
+        class and voxel more memory.
         """
         if not isinstance(thorough, bool):
             raise FossilSegmentError(f"thorough must be True or False, got {thorough!r}")
@@ -237,7 +238,7 @@ class Predictor:
                  ) -> tuple[Volume, np.ndarray | None]:
         array = _check_volume(volume)
         box = region_box(array.shape, slice_range, roi)
-        chosen = usable_passes(THOROUGH, array.shape, volume.spacing) if (
+        chosen = usable_passes(THOROUGH, box.shape, volume.spacing) if (
             self._thorough if thorough is None else thorough) else (AXIAL,)
         self._passes = tuple(p.name for p in chosen)
         if len(chosen) == 1:
