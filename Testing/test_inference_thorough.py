@@ -15,6 +15,7 @@ from fossilsegment_engine.inference.passes import (AXIAL, CORONAL, MIRROR_I, MIR
                                                    summed_probabilities, usable_passes)
 from fossilsegment_engine.inference.predictor import Predictor
 from fossilsegment_engine.inference.uncertainty import uncertainty_volume
+from fossilsegment_engine.io.segmentation_io import read_seg_nrrd
 from fossilsegment_engine.models.config import ModelConfig
 from fossilsegment_engine.roi import Box
 from fossilsegment_engine.volume import Volume
@@ -127,11 +128,14 @@ def test_segment_command_thorough(tmp_path: Path, tiny_model_dir: Path, capsys):
     image = sitk.GetImageFromArray(_scan().array)
     image.SetSpacing((0.5, 0.5, 0.6))
     sitk.WriteImage(image, str(src))
-    out = tmp_path / "lm.nrrd"
-    assert main(["segment", str(src), "--model", str(tiny_model_dir), "--labelmap", str(out), "--device", "cpu",
-                 "--thorough"]) == 0
+    out, seg = tmp_path / "lm.nrrd", tmp_path / "out.seg.nrrd"
+    assert main(["segment", str(src), "--model", str(tiny_model_dir), "--labelmap", str(out), "-o", str(seg),
+                 "--device", "cpu", "--thorough"]) == 0
     assert "thorough: mean of 5 passes (axial, coronal, sagittal" in capsys.readouterr().out
     assert sitk.ReadImage(str(out)).GetSize() == image.GetSize()
+    provenance = read_seg_nrrd(seg)[0].meta["provenance"]
+    assert provenance["parameters"]["thorough"] is True
+    assert provenance["inference"]["passes"] == [p.name for p in THOROUGH]
 
 
 @pytest.mark.parametrize("thorough", [False, True])

@@ -75,9 +75,10 @@ def test_voxel_roi(scan, tiny_model_dir, tmp_path):
     assert np.array_equal(labels, engine_labels(scan, tiny_model_dir, box))
     assert provenance["parameters"]["roi_ijk"] == [[5, 30], [8, 25], [2, 9]]
     assert "roi_mm_lps" not in provenance["parameters"]
-    # what actually ran is recorded (a small CPU job: eager)
-    assert provenance["inference"] == {"mode": provenance["inference"]["mode"]}
+    # what actually ran is recorded (a small CPU job: eager, one pass)
+    assert provenance["inference"] == {"mode": provenance["inference"]["mode"], "passes": ["axial"]}
     assert provenance["inference"]["mode"] in {"eager-fp32", "eager-bf16"}
+    assert provenance["parameters"]["thorough"] is False
 
 
 def test_mm_roi_on_oblique_scan(scan, tiny_model_dir, tmp_path):
