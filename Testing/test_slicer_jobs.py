@@ -164,3 +164,14 @@ def test_engine_job_runs_at_normal_speed_while_the_main_thread_holds_the_gil(sce
     normal = run(lambda: time.sleep(0.1))
     held = run(lambda: hold_gil(0.1))
     assert held < 1.5 * normal + 0.3, (normal, held)
+
+
+@pytest.mark.slow
+def test_thorough_segmentation_job_on_a_real_scene(scene, tiny_model_dir, folders):
+    """The panel's Thorough box reaches the engine process, and its result comes back into the scene."""
+    logic = FossilSegmentLogic()
+    volumeNode = slicer.util.addVolumeFromArray(ct((36, 40, 40)), OBLIQUE, name="ct")
+    job = logic.startSegmentation(volumeNode, model=str(tiny_model_dir), thorough=True, **FAST)
+    assert "--thorough" in job.process.commands[0]
+    node = logic.waitJob()
+    assert node.IsA("vtkMRMLSegmentationNode") and not any(os.path.exists(f) for f in folders)
