@@ -241,21 +241,22 @@ class Predictor:
         chosen = usable_passes(THOROUGH, box.shape, volume.spacing) if (
             self._thorough if thorough is None else thorough) else (AXIAL,)
         self._passes = tuple(p.name for p in chosen)
+        span = volume_intensity_range(array, self._config.normalization)  # once: every pass sees the same range
         if len(chosen) == 1:
-            labels, probs = self._predict_box(array, box, progress, cancel, want_probs)
+            labels, probs = self._predict_box(array, box, span, progress, cancel, want_probs)
         else:
-            labels, probs = self._predict_passes(array, box, chosen, progress, cancel, want_probs)
+            labels, probs = self._predict_passes(array, box, span, chosen, progress, cancel, want_probs)
         if postprocess is not None:
             clean_labels(labels[box.slices()], self.classes, postprocess, inplace=True,  # no labelmap-size copy
                          progress=cleanup_progress, cancel=cancel)
         return volume.with_array(labels, model=self._config.name), probs
 
-    def _predict_passes(self, array: np.ndarray, box: Box, passes: tuple[Pass, ...],
+    def _predict_passes(self, array: np.ndarray, box: Box, span: tuple[float, float], passes: tuple[Pass, ...],
                         progress: ProgressCallback | None, cancel: CancelToken | None, want_probs: bool
                         ) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels (argmax of the summed probabilities) and, if wanted, the mean uint8 probabilities of ``passes``."""
         def predict(a: np.ndarray, b: Box, report: ProgressCallback | None, c: CancelToken | None) -> np.ndarray:
-            probs = self._predict_box(a, b, report, c, True)[1]
+            probs = self._predict_box(a, b, span, report, c, True)[1]
             assert probs is not None
             return probs
 
@@ -266,11 +267,12 @@ class Predictor:
         n = len(passes)
         return labels, ((acc + n // 2) // n).astype(np.uint8)
 
-    def _predict_box(self, array: np.ndarray, box: Box, progress: ProgressCallback | None,
+    def _predict_box(self, array: np.ndarray, box: Box, span: tuple[float, float], progress: ProgressCallback | None,
                      cancel: CancelToken | None, want_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """One axial pass over ``box``: uint8 labels (0 outside) and, if wanted, uint8 probabilities."""
+        """One axial pass over ``box``, intensities ``span`` = (lo, hi) → [0, 1]: uint8 labels (0 outside) and,
+        if wanted, uint8 probabilities."""
         pixels = (box.k1 - box.k0) * (box.j1 - box.j0) * (box.i1 - box.i0)
-        lo, hi = volume_intensity_range(array, self._config.normalization)
+        lo, hi = span
         labels = np.zeros(array.shape, dtype=np.uint8)
         probs = np.zeros((self._config.n_classes, *array.shape), dtype=np.uint8) if want_probs else None
         source = array[:, box.j0 : box.j1, box.i0 : box.i1]  # a view: only the box's columns and rows are read
