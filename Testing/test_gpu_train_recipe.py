@@ -97,6 +97,7 @@ def test_smoke_run_end_to_end_without_simpleitk(tmp_path: Path) -> None:
     assert report["data"]["train"] == 2 and report["training"]["finished_epochs"] == 2
     for split in ("test_seen", "test_heldout", "all"):
         assert 0.0 <= report["evaluation"]["pooled"][split]["Bone"]["mean_dice"] <= 1.0
+        assert 0.0 <= report["evaluation_thorough"]["pooled"][split]["Bone"]["mean_dice"] <= 1.0
     model = tmp_path / "model"
     model.mkdir()
     weights = b"".join((out / name).read_bytes() for name in report["model"]["weights_files"])
