@@ -119,6 +119,8 @@ def test_uncertainty_of_a_thorough_predictor_uses_single_passes():
 def test_thorough_must_be_a_boolean():
     with pytest.raises(FossilSegmentError, match="thorough must be True or False"):
         _predictor(thorough="yes")
+    with pytest.raises(FossilSegmentError, match="thorough must be True or False"):
+        _predictor().predict_labels(_scan(), thorough="yes")  # per call too
 
 
 def test_segment_command_thorough(tmp_path: Path, tiny_model_dir: Path, capsys):

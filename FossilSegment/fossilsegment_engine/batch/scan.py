@@ -37,7 +37,8 @@ class BatchOptions:
     def parameters(self, device: str) -> dict[str, Any]:
         """The provenance ``parameters`` of a scan run on ``device``."""
         return {"device": device, "batch_size": self.batch_size, "precision": self.precision,
-                "backend": self.backend, "thorough": self.thorough, "min_island_voxels": self.min_island_voxels, "fill_holes": self.fill_holes, "batch": True}
+                "backend": self.backend, "thorough": self.thorough, "min_island_voxels": self.min_island_voxels,
+                "fill_holes": self.fill_holes, "batch": True}
 
 
 @dataclass

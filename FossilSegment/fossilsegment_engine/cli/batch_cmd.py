@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import BatchOptions, run_batch
 
     options = BatchOptions(model=args.model, device=args.device, batch_size=args.batch_size,
-                           precision=args.precision, backend=args.backend, thorough=args.thorough, min_island_voxels=args.min_island,
-                           fill_holes=not args.no_fill_holes, mesh=mesh_options(args), force=args.force)
+                           precision=args.precision, backend=args.backend, thorough=args.thorough,
+                           min_island_voxels=args.min_island, fill_holes=not args.no_fill_holes,
+                           mesh=mesh_options(args), force=args.force)
     with progress_bar("scans", unit="scan") as progress:
         results = run_batch(args.inputs, args.output, options, ray_address=args.ray, use_ray=args.ray is not None,
                             progress=progress)

@@ -75,8 +75,7 @@ class Predictor:
         too small or too anisotropic is left out) — about 5× the time, and a copy of the volume plus 3 bytes per
         class and voxel more memory.
         """
-        if not isinstance(thorough, bool):
-            raise FossilSegmentError(f"thorough must be True or False, got {thorough!r}")
+        _check_thorough(thorough)
         bad = isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         if batch_size is not None and bad:
             raise FossilSegmentError(f"batch size must be a positive integer, got {batch_size!r}")
@@ -239,7 +238,7 @@ class Predictor:
         array = _check_volume(volume)
         box = region_box(array.shape, slice_range, roi)
         chosen = usable_passes(THOROUGH, box.shape, volume.spacing) if (
-            self._thorough if thorough is None else thorough) else (AXIAL,)
+            self._thorough if thorough is None else _check_thorough(thorough)) else (AXIAL,)
         self._passes = tuple(p.name for p in chosen)
         span = volume_intensity_range(array, self._config.normalization)  # once: every pass sees the same range
         if len(chosen) == 1:
@@ -388,6 +387,12 @@ class Predictor:
         log.info("automatic batch size on %s: %d slices (%.0f MiB per slice)",
                  self._device, batch, bytes_per_slice / 2**20)
         return batch
+
+
+def _check_thorough(thorough: object) -> bool:
+    if not isinstance(thorough, bool):
+        raise FossilSegmentError(f"thorough must be True or False, got {thorough!r}")
+    return thorough
 
 
 def _check_volume(volume: Volume) -> np.ndarray:

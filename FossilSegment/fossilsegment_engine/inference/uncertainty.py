@@ -25,11 +25,10 @@ from ..roi import Box
 from ..volume import Volume
 from .passes import AXIAL, CORONAL, MIRROR_I, MIRROR_IJ, MIRROR_J, SAGITTAL, Pass, summed_probabilities
 
-METHODS = ("tta", "views", "softmax")
+_METHOD_PASSES = {"tta": (AXIAL, MIRROR_I, MIRROR_J, MIRROR_IJ), "views": (AXIAL, CORONAL, SAGITTAL), "softmax": (AXIAL,)}
+METHODS = tuple(_METHOD_PASSES)
 #: chosen by scripts/bench_finetune.py (AUROC of uncertainty vs error voxels on held-out-family phantoms)
 DEFAULT_METHOD = "tta"
-
-_METHOD_PASSES = {"softmax": (AXIAL,), "tta": (AXIAL, MIRROR_I, MIRROR_J, MIRROR_IJ), "views": (AXIAL, CORONAL, SAGITTAL)}
 
 
 def _passes(method: str) -> tuple[Pass, ...]:
