@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from _helpers_scripts import load_script
 
 
@@ -26,6 +27,9 @@ def test_targets_name_the_weakest_family_and_the_smallest_margin_per_size() -> N
     assert rows[6] == "| lowest family, size small | 0.700 (skull) | ≥ 0.75 | no |"
     assert rows[7] == "| smallest margin over Otsu, by family, size small | 0.200 (skull) | ≥ 0.3 | no |"
     assert len(bench.targets_table(medium, None, None, "medium")) == 6  # no small phantoms: no small rows
+    with_ceilings = bench.targets_table(medium, 0.92, 0.95, "medium", small, {"plates": 0.9}, {"skull": 0.74})
+    assert with_ceilings[4] == "| lowest family, size medium | 0.800 (plates; ceiling 0.900) | ≥ 0.75 | yes |"
+    assert with_ceilings[6] == "| lowest family, size small | 0.700 (skull; ceiling 0.740) | ≥ 0.75 | no |"
     assert "| held-out family, bone mean Dice | – | ≥ 0.9 | no |" in bench.targets_table(medium, None, None, "m")
 
 
@@ -42,9 +46,26 @@ def test_the_ceiling_note_names_its_file_and_steps(tmp_path) -> None:
     assert "no ceiling file" in bench.ceiling_note(tmp_path / "missing.json", tmp_path)
 
 
-def test_a_folder_without_test_splits_is_refused_before_any_work(tmp_path, capsys) -> None:
-    import pytest
+def test_family_tables_carry_the_ceiling_of_their_size_when_one_is_measured(tmp_path) -> None:
+    import json
 
+    bench = _script()
+    report = _report({"skull": (0.70, 0.50), "plates": (0.78, 0.05)})
+    assert bench.family_table(report)[0] == "| Family | Model | Otsu | Region growing |"
+    table = bench.family_table(report, {"skull": 0.74})
+    assert table[0].endswith("| Ceiling |") and table[1].count("---:") == 4
+    assert table[2] == "| plates | 0.780 | 0.050 | – | – |"  # no ceiling measured for plates
+    assert table[3] == "| skull | 0.700 | 0.500 | – | 0.740 |"
+    medium, small = tmp_path / "docs" / "c.json", tmp_path / "docs" / "c_small.json"
+    medium.parent.mkdir()
+    for path in (medium, small):
+        path.write_text(json.dumps({"rows": [{"family": "skull", "ceiling": 0.9, "steps": 2000}]}))
+    note = bench.ceiling_note(medium, tmp_path, small)
+    assert "[c.json](docs/c.json), size small [c_small.json](docs/c_small.json)" in note
+    assert "size small" not in bench.ceiling_note(medium, tmp_path, tmp_path / "missing.json")
+
+
+def test_a_folder_without_test_splits_is_refused_before_any_work(tmp_path, capsys) -> None:
     bench = _script()
     (tmp_path / "data" / "test_seen").mkdir(parents=True)
     (tmp_path / "data" / "test_heldout").mkdir()
@@ -58,9 +79,8 @@ def test_a_folder_without_test_splits_is_refused_before_any_work(tmp_path, capsy
     assert not md.exists() and not (tmp_path / "assets").exists()
 
 
-def test_a_bad_ceiling_file_is_refused_before_any_work(tmp_path, capsys) -> None:
-    import pytest
-
+@pytest.mark.parametrize("option", ["--ceiling", "--small-ceiling"])
+def test_a_bad_ceiling_file_is_refused_before_any_work(tmp_path, capsys, option) -> None:
     bench = _script()
     for split in ("test_seen", "test_heldout"):
         (tmp_path / "data" / split).mkdir(parents=True)
@@ -68,7 +88,7 @@ def test_a_bad_ceiling_file_is_refused_before_any_work(tmp_path, capsys) -> None
     bad.write_text('{"rows": [{"family": "skull"}]}')
     md = tmp_path / "BENCHMARKS.md"
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--data-root", str(tmp_path / "data"), "--ceiling", str(bad), "--md", str(md),
+        bench.main(["--data-root", str(tmp_path / "data"), option, str(bad), "--md", str(md),
                     "--assets", str(tmp_path / "assets")])
     assert exit_info.value.code == 2
     assert "is not a scripts/measure_ceiling.py --json file" in capsys.readouterr().err

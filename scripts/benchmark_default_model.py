@@ -8,7 +8,8 @@ DATA is a folder from scripts/make_training_data.py (test_seen/, test_heldout/, 
 ``fossilsegment evaluate --baselines`` on DATA/test_seen and DATA/test_heldout, segments the real slice, and
 writes the Markdown page (tables, commands, date, hardware) plus report.md/report.json/figure.png/overlay.
 SMALL (optional): the same kind of folder made with ``--size small``; issue 14 sets its per-family targets at
-that size, so its families get their own table and target rows.
+that size, so its families get their own table and target rows. Each family table carries the measured ceiling of
+its size (``--ceiling``, ``--small-ceiling``: ``scripts/measure_ceiling.py --json`` files) beside the figures.
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def bone_dice(summary: dict[str, Any], method: str) -> float | None:
     return (summary.get(method, {}).get("Bone") or {}).get("mean_dice")
 
 
-def family_table(report: dict[str, Any]) -> list[str]:
-    lines = ["| Family | Model | Otsu | Region growing |", "|---|---:|---:|---:|"]
+def family_table(report: dict[str, Any], ceilings: dict[str, float] | None = None) -> list[str]:
+    """Bone mean Dice per family and method, with the family's measured ceiling when ``ceilings`` are given."""
+    head = "| Family | Model | Otsu | Region growing |" + (" Ceiling |" if ceilings else "")
+    lines = [head, "|---|---:|---:|---:|" + ("---:|" if ceilings else "")]
     for fam, summ in sorted(report["by_family"].items()):
-        cells = [_f(bone_dice(summ, k)) for k, _ in METHODS]
+        cells = [_f(bone_dice(summ, k)) for k, _ in METHODS] + ([_f(ceilings.get(fam))] if ceilings else [])
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     return lines
 
@@ -136,14 +139,16 @@ def _ceilings(path: Path | None) -> dict[str, float]:
     return {row["family"]: row["ceiling"] for row in ceiling_rows(path)}
 
 
-def ceiling_note(path: Path | None, md_dir: Path) -> str:
-    """Where the ceiling in the targets table comes from (file, steps), or that there is none."""
+def ceiling_note(path: Path | None, md_dir: Path, small_path: Path | None = None) -> str:
+    """Where the ceilings in the tables come from (files, steps), or that there are none."""
     rows = ceiling_rows(path)
     if not rows:
         return "Ceiling: no ceiling file (`scripts/measure_ceiling.py --json`)."
     steps = sorted({row.get("steps") for row in rows} - {None})
-    rel = os.path.relpath(path, md_dir)
-    return (f"Ceiling: [{path.name}]({rel}) — the start model fine-tuned for {'/'.join(map(str, steps)) or '?'} steps "
+    files = f"[{path.name}]({os.path.relpath(path, md_dir)})"
+    if ceiling_rows(small_path):
+        files += f", size small [{small_path.name}]({os.path.relpath(small_path, md_dir)})"
+    return (f"Ceiling: {files} — the start model fine-tuned for {'/'.join(map(str, steps)) or '?'} steps "
             "on every other slice of one specimen per family, scored on the slices in between "
             "(`scripts/measure_ceiling.py`): what this architecture reaches on one specimen, a lower bound of what "
             "the data allows.")
@@ -154,37 +159,43 @@ def _row(name: str, value: float | None, target: float, label: str = "") -> str:
     return f"| {name} | {_f(value)}{label} | ≥ {target:g} | {met} |"
 
 
-def family_rows(report: dict[str, Any], where: str) -> list[str]:
-    """Target rows for every family of ``report``: the lowest one ≥ 0.75, the smallest margin over Otsu ≥ 0.3."""
+def family_rows(report: dict[str, Any], where: str, ceilings: dict[str, float] | None = None) -> list[str]:
+    """Target rows for every family of ``report``: the lowest one ≥ 0.75 (with its ceiling when known), the
+    smallest margin over Otsu ≥ 0.3."""
     fams = {f: (bone_dice(v, "model"), bone_dice(v, "otsu")) for f, v in report["by_family"].items()}
     worst = min(fams.items(), key=lambda kv: kv[1][0] if kv[1][0] is not None else -1.0, default=None)
     gaps = {f: m - o for f, (m, o) in fams.items() if m is not None and o is not None}
     least = min(gaps.items(), key=lambda kv: kv[1], default=None)
-    return [_row(f"lowest family, {where}", worst[1][0] if worst else None, 0.75, f" ({worst[0]})" if worst else ""),
+    ceiling = (ceilings or {}).get(worst[0]) if worst else None
+    label = f" ({worst[0]}{f'; ceiling {_f(ceiling)}' if ceiling is not None else ''})" if worst else ""
+    return [_row(f"lowest family, {where}", worst[1][0] if worst else None, 0.75, label),
             _row(f"smallest margin over Otsu, by family, {where}", least[1] if least else None, 0.3,
                  f" ({least[0]})" if least else "")]
 
 
 def targets_table(report: dict[str, Any], held: float | None, held_ceiling: float | None, size: str,
-                  small: dict[str, Any] | None = None) -> list[str]:
-    """Issue 14's targets: held-out family ≥ 0.90 and ≥ 0.95 of its ceiling; every family ≥ 0.75 and ≥ Otsu + 0.3
-    (on ``report``'s phantoms, of size ``size``, and on ``small``'s, the size the issue names, when given)."""
+                  small: dict[str, Any] | None = None, ceilings: dict[str, float] | None = None,
+                  small_ceilings: dict[str, float] | None = None) -> list[str]:
+    """Issue 14's targets: held-out family ≥ 0.90 and ≥ 0.95 of its ceiling; every family ≥ 0.75 and
+    ≥ Otsu + 0.3 (on ``report``'s phantoms, of size ``size``, and on ``small``'s, the size the issue names, when
+    given); the lowest family's row names its ceiling of that size when ``ceilings`` / ``small_ceilings`` hold it."""
     share = held / held_ceiling if held is not None and held_ceiling else None
     return ["| Figure | Value | Target | Met |", "|---|---:|---:|---|",
             _row("held-out family, bone mean Dice", held, 0.90),
             _row("held-out family, share of its measured ceiling", share, 0.95,
                  f" (ceiling {_f(held_ceiling)})" if held_ceiling else " (no ceiling file)"),
-            *family_rows(report, f"size {size}"),
-            *(family_rows(small, "size small") if small is not None else [])]
+            *family_rows(report, f"size {size}", ceilings),
+            *(family_rows(small, "size small", small_ceilings) if small is not None else [])]
 
 
-def small_section(small: dict[str, Any] | None, recipe: dict[str, Any]) -> list[str]:
-    """The size-small phantoms' family table (empty without them)."""
+def small_section(small: dict[str, Any] | None, recipe: dict[str, Any],
+                  ceilings: dict[str, float] | None = None) -> list[str]:
+    """The size-small phantoms' family table (empty without them), with the size-small ceilings when given."""
     if small is None:
         return []
     return ["### Bone mean Dice by phantom family, size small", "",
             f"Data: `{recipe.get('command')}` ({recipe.get('generator')}, {recipe.get('size')}; the same families "
-            f"and seed ranges, {len(small.get('specimens', []))} specimens).", "", *family_table(small), ""]
+            f"and seed ranges, {len(small.get('specimens', []))} specimens).", "", *family_table(small, ceilings), ""]
 
 
 def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace, command: str,
@@ -194,7 +205,7 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
     groups["all test specimens"] = report["overall"]
     hb = bone_dice(groups.get("test_heldout", {}), "model")
     assets = os.path.relpath(args.assets, args.md.parent)
-    ceiling = _ceilings(args.ceiling)
+    ceiling, small_ceiling = _ceilings(args.ceiling), _ceilings(args.small_ceiling)
     lines = [
         "# FossilSegment benchmarks", "",
         f"Generated {report['date']} by `{command}` ({seconds:.0f} s). Hardware: {hardware(report['device'])}; "
@@ -205,14 +216,15 @@ def page(report: dict[str, Any], real: dict[str, Any], args: argparse.Namespace,
         f"test_seen = unseen seeds of the training families, test_heldout = the whole "
         f"**{recipe.get('heldout_family')}** family, never seen in training.", "",
         "## Issue targets (bone mean Dice)", "",
-        *targets_table(report, hb, ceiling.get(recipe.get("heldout_family")), str(recipe.get("size")), small), "",
-        ceiling_note(args.ceiling, args.md.parent), "",
+        *targets_table(report, hb, ceiling.get(recipe.get("heldout_family")), str(recipe.get("size")), small,
+                       ceiling, small_ceiling), "",
+        ceiling_note(args.ceiling, args.md.parent, args.small_ceiling), "",
         "## Bone (label 1)", "",
         "mean Dice / mean IoU: mean over axial slices where truth or prediction has bone (the paper's figure); "
         "volume Dice / IoU: over all voxels; slices and voxels pooled over the specimens of each split.", "",
         *bone_table(groups), "",
-        "### Bone mean Dice by phantom family", "", *family_table(report), "",
-        *small_section(small, small_recipe or {}),
+        "### Bone mean Dice by phantom family", "", *family_table(report, ceiling), "",
+        *small_section(small, small_recipe or {}, small_ceiling),
         "Baselines: " + (report.get("baseline_note") or ""), "",
         f"Every class and every specimen: [{assets}/report.md]({assets}/report.md), "
         f"[{assets}/report.json]({assets}/report.json).", "",
@@ -248,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--assets", type=Path, default=REPO / "docs" / "benchmarks")
     p.add_argument("--ceiling", type=Path, default=REPO / "docs" / "benchmarks" / "phantom3_ceiling_2000steps.json",
                    help="per-family ceilings (scripts/measure_ceiling.py --json)")
+    p.add_argument("--small-ceiling", type=Path,
+                   default=REPO / "docs" / "benchmarks" / "phantom3_ceiling_small_2000steps.json",
+                   help="per-family ceilings of the size-small phantoms (scripts/measure_ceiling.py --json)")
     args = p.parse_args(argv)
     command = "python scripts/benchmark_default_model.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     for root in filter(None, (args.data_root, args.small_root)):
@@ -255,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             p.error(f"{root} has no {' or '.join(missing)} folder (make it with scripts/make_training_data.py)")
     try:
-        ceiling_rows(args.ceiling)  # a bad file fails here, before any work
+        ceiling_rows(args.ceiling), ceiling_rows(args.small_ceiling)  # a bad file fails here, before any work
     except ValueError as exc:
         p.error(str(exc))
     recipe = _recipe(args.data_root)
