@@ -329,10 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: %s", exc)
         return 2
     write_report(out, report, t_start)
-    pooled, thorough = report["evaluation"]["pooled"], report["evaluation_thorough"]["pooled"]
+    dice = [report[k]["pooled"][split]["Bone"]["mean_dice"]
+            for k in ("evaluation", "evaluation_thorough") for split in ("test_seen", "test_heldout")]
     log.info("done in %.0f s: Bone mean Dice test_seen %.4f, test_heldout %.4f (thorough %.4f, %.4f); %s",
-             report["wall_seconds"], pooled["test_seen"]["Bone"]["mean_dice"], pooled["test_heldout"]["Bone"]["mean_dice"],
-             thorough["test_seen"]["Bone"]["mean_dice"], thorough["test_heldout"]["Bone"]["mean_dice"], out)
+             report["wall_seconds"], *dice, out)
     return 0
 
 

@@ -25,7 +25,8 @@ from ..roi import Box
 from ..volume import Volume
 from .passes import AXIAL, CORONAL, MIRROR_I, MIRROR_IJ, MIRROR_J, SAGITTAL, Pass, summed_probabilities
 
-_METHOD_PASSES = {"tta": (AXIAL, MIRROR_I, MIRROR_J, MIRROR_IJ), "views": (AXIAL, CORONAL, SAGITTAL), "softmax": (AXIAL,)}
+_METHOD_PASSES = {"tta": (AXIAL, MIRROR_I, MIRROR_J, MIRROR_IJ), "views": (AXIAL, CORONAL, SAGITTAL),
+                  "softmax": (AXIAL,)}
 METHODS = tuple(_METHOD_PASSES)
 #: chosen by scripts/bench_finetune.py (AUROC of uncertainty vs error voxels on held-out-family phantoms)
 DEFAULT_METHOD = "tta"
