@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from _helpers_training import TINY, write_dataset, write_specimen
 from fossilsegment_engine.errors import InputError, OutputError
-from fossilsegment_engine.training.augment import AugmentOptions, augment_batch, augment_preset
+from fossilsegment_engine.training.augment import AugmentOptions, augment_batch, augment_preset, field_of_view_edge
 from fossilsegment_engine.training.data import find_specimens, select_slices, split_by_specimen
 from fossilsegment_engine.training.losses import DiceCELoss
 from fossilsegment_engine.training.train import TrainOptions, lr_at, train, train_model
@@ -80,6 +80,25 @@ def test_zoom_in_makes_bone_thicker_in_pixels_for_training_only() -> None:
     assert (mild.sum((1, 2)) < 1.6 * area).all()  # the ordinary affine: zoom 0.8–1.25
     assert augment_preset("full").p_zoom_in > 0 and augment_preset("light").p_zoom_in > 0
     assert AugmentOptions().p_zoom_in == 0  # `learn` fine-tunes on the user's own scan: its scale is known
+
+
+def test_field_of_view_edge_is_constant_fill_and_matrix_outside() -> None:
+    gen = torch.Generator().manual_seed(3)
+    fills, outside_share = set(), []
+    for _ in range(40):
+        image = torch.stack([torch.full((64, 64), 0.3), torch.full((64, 64), 0.7)])  # two context slices differ
+        x, y = field_of_view_edge(image, torch.ones(64, 64, dtype=torch.long), gen)
+        outside = x[0] == x[1]  # only the fill makes the slices equal
+        if outside.any():
+            assert x[0][outside].unique().numel() == 1  # one constant fill
+            fills.add(round(x[0][outside][0].item(), 3))
+        assert (y[outside] == 0).all()  # nothing outside the field of view is bone
+        seen = (x[1] - x[0])[y == 1]  # where bone is kept, at least half of the image shows through the blend
+        assert (seen >= 0.5 * 0.4 - 1e-6).all()
+        outside_share.append(outside.float().mean().item())
+    assert {0.0, 1.0} <= fills  # black and white fills both occur
+    assert min(outside_share) < 0.5 and max(outside_share) > 0.05  # the edge crosses the crop
+    assert AugmentOptions().p_fov_edge == 0 and augment_preset("full").p_fov_edge > 0  # not in `learn`'s defaults
 
 
 def test_loss_prefers_the_truth() -> None:

@@ -7,6 +7,9 @@ training phantoms' (finer scans, larger animals) is still bone to the network.
 Intensity (image only, all context channels alike): scale/shift, gamma, Gaussian blur, Gaussian noise,
 ring artifacts (concentric rings around a random centre, as from miscalibrated detector elements) and
 streaks (bright/dark lines through a point, as from beam hardening / metal).
+Field-of-view edge (image and labels): the edge of a reconstruction circle crosses some crops, with a constant
+fill outside and a smooth blend towards the fill inside, as real scans have and the phantoms lack; all of it is
+matrix, so a bright band along the edge is not taken for bone.
 """
 
 from __future__ import annotations
@@ -40,19 +43,23 @@ class AugmentOptions:
     noise_sigma: tuple[float, float] = (0.005, 0.04)
     p_rings: float = 0.2
     p_streaks: float = 0.2
+    p_fov_edge: float = 0.0
 
 
 #: share of training crops zoomed in 1.25–4× by the ``full`` and ``light`` presets (0 for ``learn``'s defaults)
 TRAINING_ZOOM_IN = 0.3
+#: share of training crops crossed by a field-of-view edge in the ``full`` and ``light`` presets
+TRAINING_FOV_EDGE = 0.15
 
 
 def augment_preset(level: str) -> AugmentOptions:
     """``full`` (everything above), ``light`` (geometry + scale/shift/gamma; no blur, noise, rings, streaks:
     faster to learn fine texture from) or ``none``."""
     if level == "full":
-        return AugmentOptions(p_zoom_in=TRAINING_ZOOM_IN)
+        return AugmentOptions(p_zoom_in=TRAINING_ZOOM_IN, p_fov_edge=TRAINING_FOV_EDGE)
     if level == "light":
-        return AugmentOptions(p_zoom_in=TRAINING_ZOOM_IN, p_blur=0.0, p_noise=0.0, p_rings=0.0, p_streaks=0.0)
+        return AugmentOptions(p_zoom_in=TRAINING_ZOOM_IN, p_fov_edge=TRAINING_FOV_EDGE, p_blur=0.0, p_noise=0.0,
+                              p_rings=0.0, p_streaks=0.0)
     if level == "none":
         return AugmentOptions(enabled=False)
     raise ValueError(f"augmentation level must be full, light or none, got {level!r}")
@@ -80,6 +87,8 @@ def augment_batch(
     for n in range(image.shape[0]):
         x, y = _geometry(image[n], labels[n], gen, opts)
         x = _intensity(x, gen, opts)
+        if opts.p_fov_edge > 0 and _coin(gen, opts.p_fov_edge):  # no draw when off: `learn`'s sequence is unchanged
+            x, y = field_of_view_edge(x, y, gen)
         out_i.append(x)
         out_l.append(y)
     return torch.stack(out_i), torch.stack(out_l)
@@ -173,3 +182,28 @@ def streak_artifacts(h: int, w: int, gen: torch.Generator, device: torch.device 
         amp = _u(gen, 0.03, 0.15).item() * (1 if _coin(gen, 0.5) else -1)
         out += amp * torch.exp(-0.5 * (dist / width) ** 2) * torch.exp(-along / max(h, w))
     return out
+
+
+def field_of_view_edge(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, H, W) image and (H, W) labels crossed by the edge of a reconstruction circle (radius 0.5–4 crops).
+
+    Outside: one constant fill for all channels (black, white or grey, as reconstructions write it). Inside: a
+    blend towards the fill that fades over 1–40 px (the brightening or darkening at a real scan's edge). Labels
+    outside, and where the blend hides more than half of the image, become matrix.
+    """
+    h, w = x.shape[-2:]
+    radius = _u(gen, 0.5, 4.0).item() * max(h, w)
+    angle = _u(gen, 0.0, 2 * math.pi).item()
+    py, px = _u(gen, 0.0, h).item(), _u(gen, 0.0, w).item()  # a point on the edge, inside the crop
+    cy, cx = py - radius * math.sin(angle), px - radius * math.cos(angle)
+    yy = torch.arange(h, dtype=torch.float32, device=x.device)[:, None] - cy
+    xx = torch.arange(w, dtype=torch.float32, device=x.device)[None, :] - cx
+    depth = radius - torch.sqrt(yy**2 + xx**2)  # px inside the circle; negative outside
+    kind = torch.rand(1, generator=gen).item()
+    fill = 0.0 if kind < 0.35 else 1.0 if kind < 0.7 else _u(gen, 0.0, 1.0).item()
+    width = math.exp(_u(gen, 0.0, math.log(40.0)).item())
+    blend = _u(gen, 0.3, 1.0).item() * torch.exp(-depth.clamp(min=0.0) / width)
+    blend = torch.where(depth < 0, torch.ones_like(blend), blend)
+    x = x + (fill - x) * blend
+    y = torch.where(blend > 0.5, torch.zeros_like(y), y)
+    return x.clamp(0.0, 1.0), y
