@@ -86,8 +86,8 @@ OTHER_BENCHMARKS = [
     "- Real-scan sanity for any model, one command (`scripts/speckle_report.py`): speckle (pieces < 30 px per slice), "
     "false-positive share on no-bone scans and bright bone kept, on the shared scans and six qim3d CT volumes, QC "
     "montages with 1:1 crops (issue 14): [docs/benchmarks/speckle.md](docs/benchmarks/speckle.md)",
-    "- `--thorough` (five passes: three views and two mirrors, 5× the time): held-out family 0.655 → 0.705, all 16 "
-    "0.629 → 0.651 (fossil-bone-v4; v3: 0.652 → 0.701, 0.613 → 0.635), with the real scans (issue 14): "
+    "- `--thorough` (five passes: three views and two mirrors, 5× the time): held-out family 0.638 → 0.699, all 16 "
+    "0.628 → 0.656 (fossil-bone-v5; v4: 0.655 → 0.705, 0.629 → 0.651), with the real scans (issue 14): "
     "[docs/benchmarks/thorough.md](docs/benchmarks/thorough.md)",
     "- The paper's Table 2 protocol (U-Net vs DeepLab v3+ MobileNetV1 with 1/2 skips, ASPP concatenated, "
     "ResNet-50), scaled down to 2 CPU cores: [docs/benchmarks/table2.md](docs/benchmarks/table2.md) "

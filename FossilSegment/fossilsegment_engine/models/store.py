@@ -26,7 +26,7 @@ from ..resources import candidate_resource_dirs
 from .build import build_model
 from .config import ModelConfig
 
-DEFAULT_MODEL = "fossil-bone-v4"
+DEFAULT_MODEL = "fossil-bone-v5"
 CONFIG_FILE = "config.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 MODELS_DIR_ENV = "FOSSILSEGMENT_MODELS_DIR"
