@@ -147,11 +147,16 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return xx[0]
 
 
-def _centre_and_radius(h: int, w: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    cy, cx = _u(gen, -0.25 * h, 1.25 * h).item(), _u(gen, -0.25 * w, 1.25 * w).item()
+def _distance_from(cy: float, cx: float, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(H, W) distance of each pixel from the point (cy, cx)."""
     yy = torch.arange(h, dtype=torch.float32, device=device)[:, None] - cy
     xx = torch.arange(w, dtype=torch.float32, device=device)[None, :] - cx
     return torch.sqrt(yy**2 + xx**2)
+
+
+def _centre_and_radius(h: int, w: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    cy, cx = _u(gen, -0.25 * h, 1.25 * h).item(), _u(gen, -0.25 * w, 1.25 * w).item()
+    return _distance_from(cy, cx, h, w, device)
 
 
 def ring_artifacts(h: int, w: int, gen: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -196,14 +201,12 @@ def field_of_view_edge(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -
     angle = _u(gen, 0.0, 2 * math.pi).item()
     py, px = _u(gen, 0.0, h).item(), _u(gen, 0.0, w).item()  # a point on the edge, inside the crop
     cy, cx = py - radius * math.sin(angle), px - radius * math.cos(angle)
-    yy = torch.arange(h, dtype=torch.float32, device=x.device)[:, None] - cy
-    xx = torch.arange(w, dtype=torch.float32, device=x.device)[None, :] - cx
-    depth = radius - torch.sqrt(yy**2 + xx**2)  # px inside the circle; negative outside
+    depth = radius - _distance_from(cy, cx, h, w, x.device)  # px inside the circle; negative outside
     kind = torch.rand(1, generator=gen).item()
     fill = 0.0 if kind < 0.35 else 1.0 if kind < 0.7 else _u(gen, 0.0, 1.0).item()
     width = math.exp(_u(gen, 0.0, math.log(40.0)).item())
     blend = _u(gen, 0.3, 1.0).item() * torch.exp(-depth.clamp(min=0.0) / width)
-    blend = torch.where(depth < 0, torch.ones_like(blend), blend)
+    blend = blend.masked_fill(depth < 0, 1.0)
     x = x + (fill - x) * blend
-    y = torch.where(blend > 0.5, torch.zeros_like(y), y)
+    y = y.masked_fill(blend > 0.5, 0)
     return x.clamp(0.0, 1.0), y
