@@ -53,7 +53,8 @@ def test_augment_keeps_image_and_labels_aligned() -> None:
     labels = torch.zeros(4, 32, 32, dtype=torch.long)
     labels[:, 5:20, 8:14] = 1
     image = labels[:, None].float().repeat(1, 3, 1, 1)
-    geo_only = AugmentOptions(p_intensity=0, p_blur=0, p_noise=0, p_rings=0, p_streaks=0, p_affine=0, p_flip=1, p_rot90=1)
+    geo_only = AugmentOptions(p_intensity=0, p_blur=0, p_noise=0, p_rings=0, p_streaks=0, p_affine=0,
+                              p_flip=1, p_rot90=1)
     x, y = augment_batch(image, labels, torch.Generator().manual_seed(1), geo_only)
     assert torch.equal(x[:, 1].long(), y) and not torch.equal(y, labels)
     x2, y2 = augment_batch(image * 0.5 + 0.2, labels, torch.Generator().manual_seed(1))

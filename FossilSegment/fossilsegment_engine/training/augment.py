@@ -94,7 +94,8 @@ def augment_batch(
     return torch.stack(out_i), torch.stack(out_l)
 
 
-def _geometry(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, o: AugmentOptions) -> tuple[torch.Tensor, torch.Tensor]:
+def _geometry(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+              o: AugmentOptions) -> tuple[torch.Tensor, torch.Tensor]:
     if _coin(gen, o.p_flip):
         x, y = x.flip(-1), y.flip(-1)
     if _coin(gen, o.p_flip):
