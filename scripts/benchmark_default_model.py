@@ -83,7 +83,8 @@ OTHER_BENCHMARKS = [
     "- How the default model was made and chosen, its ceiling per family, the training runs, voxel scale, more "
     "anatomy families, why fine-tuning loses the held-out vertebrae, what a wider decoder fits, what calibration and "
     "the intensity window are worth, the strongest simpler peer zero-shot (a pixel classifier trained on the same "
-    "specimens) and where the issue's targets stand (issue 14): [docs/benchmarks/phantom3.md](docs/benchmarks/phantom3.md)",
+    "specimens) and where the issue's targets stand (issue 14): "
+    "[docs/benchmarks/phantom3.md](docs/benchmarks/phantom3.md)",
     "- Real-scan sanity for any model, one command (`scripts/speckle_report.py`): speckle (pieces < 30 px per slice), "
     "false-positive share on no-bone scans and bright bone kept, on the shared scans and six qim3d CT volumes, QC "
     "montages with 1:1 crops (issue 14): [docs/benchmarks/speckle.md](docs/benchmarks/speckle.md)",
